@@ -1,0 +1,32 @@
+"""Model zoo: four spiking-transformer families that load official checkpoints key for key."""
+
+from . import qkformer, sdt, sdt_v3, spikformer  # noqa: F401  (importing a family registers its configurations)
+from ._registry import (
+    DataConfig,
+    ModelConfig,
+    build_from_official_kwargs,
+    create_model,
+    get_model_config,
+    list_models,
+    register_model,
+)
+from .base import SpikingTransformer
+from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
+from .protocol import TokenBlock, token_blocks
+
+__all__ = [
+    "CheckpointError",
+    "DataConfig",
+    "ModelConfig",
+    "SpikingTransformer",
+    "TokenBlock",
+    "build_from_official_kwargs",
+    "create_model",
+    "extract_state_dict",
+    "get_model_config",
+    "list_models",
+    "load_checkpoint",
+    "read_checkpoint",
+    "register_model",
+    "token_blocks",
+]

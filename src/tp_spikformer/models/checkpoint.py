@@ -1,0 +1,200 @@
+"""Loading official checkpoints: containers, prefixes, safe unpickling, strict key checks with advice.
+
+Official checkpoints are pickles: timm ``CheckpointSaver`` files (``state_dict`` / ``state_dict_ema``),
+MAE/DeiT-style files (``model``) and SEW-style DVS files (``model``), all with an ``argparse.Namespace``
+under ``args``. They are read with ``torch.load(weights_only=True)`` plus an allow-list of harmless
+globals; nothing else is ever unpickled unless the caller says the file is trusted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+CONTAINER_KEYS = ("state_dict", "model", "module", "net")
+SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit the model; the message lists the keys and suggests a fix."""
+
+
+def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
+    """Read a checkpoint file on the CPU with weights-only unpickling (plus ``argparse.Namespace``).
+
+    ``trusted=True`` allows full unpickling (arbitrary code execution): only for files you made.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError for unknown globals
+        unsafe = _unsafe_globals(path)
+        raise CheckpointError(
+            f"cannot read {path} with weights-only unpickling"
+            + (f": it contains the non-allow-listed global(s) {unsafe}" if unsafe else f": {err}")
+            + ". If you trust the file, pass trusted=True (CLI: --trust-checkpoint) to unpickle it fully."
+        ) from err
+
+
+def _unsafe_globals(path: str) -> list[str]:
+    try:
+        return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                if g not in {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}]
+    except Exception:
+        return []
+
+
+def extract_state_dict(obj: Any, use_ema: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """Unwrap an official container and strip ``module.`` / ``_orig_mod.`` prefixes.
+
+    Containers: ``state_dict`` (timm), ``model`` (MAE/DeiT, SEW DVS scripts), or a bare state dict;
+    ``use_ema=True`` takes ``state_dict_ema`` (timm's EMA weights) and fails if there is none.
+    """
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
+    if use_ema:
+        if not isinstance(obj.get("state_dict_ema"), Mapping):
+            raise CheckpointError(f"use_ema=True but the checkpoint has no 'state_dict_ema' (keys: {sorted(obj)[:20]})")
+        obj = obj["state_dict_ema"]
+    for _ in range(3):  # containers can nest, e.g. {"model": {"state_dict": ...}}
+        if _is_state_dict(obj):
+            break
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            raise CheckpointError(
+                f"no state dict found; top-level keys are {sorted(map(str, obj))[:20]}, expected a bare state "
+                f"dict or one of the containers {list(CONTAINER_KEYS)}"
+            )
+        obj = inner
+    return OrderedDict((_strip_prefixes(k), v) for k, v in obj.items())
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in ("module.", "_orig_mod."):
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def load_checkpoint(
+    model: nn.Module,
+    checkpoint: Any,
+    strict: bool = True,
+    use_ema: bool = False,
+    trusted: bool = False,
+) -> nn.Module:
+    """Load ``checkpoint`` (path, checkpoint dict or state dict) into ``model``, strictly by default.
+
+    Keys the official code builds but never uses may be absent from the file (``model.unused_keys``,
+    regular expressions); official keys that our model does not build are dropped only where the family
+    lists them (``model.droppable_keys``). Any other mismatch raises :class:`CheckpointError` naming the
+    missing, unexpected and mis-shaped keys and the registered configuration the weights fit best.
+    ``strict=False`` loads what fits and returns the report in ``model.load_report`` instead.
+    """
+    obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    state = extract_state_dict(obj, use_ema=use_ema)
+    droppable = [re.compile(p) for p in getattr(model, "droppable_keys", ())]
+    state = OrderedDict((k, v) for k, v in state.items() if not any(p.fullmatch(k) for p in droppable))
+    report = compare_state_dict(model, state)
+    unused = [re.compile(p) for p in getattr(model, "unused_keys", ())]
+    missing = [k for k in report["missing"] if not any(p.fullmatch(k) for p in unused)]
+    if strict and (missing or report["unexpected"] or report["mismatched"]):
+        raise CheckpointError(_describe_mismatch(model, state, missing, report))
+    mismatched = {k for k, _, _ in report["mismatched"]}
+    model.load_state_dict(OrderedDict((k, v) for k, v in state.items() if k not in mismatched), strict=False)
+    model.load_report = dict(report, missing=missing)
+    return model
+
+
+def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, list]:
+    """Missing, unexpected and mis-shaped keys of ``state`` relative to ``model.state_dict()``."""
+    own = model.state_dict()
+    return {
+        "missing": [k for k in own if k not in state],
+        "unexpected": [k for k in state if k not in own],
+        "mismatched": [
+            (k, tuple(state[k].shape), tuple(own[k].shape))
+            for k in own
+            if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+        ],
+    }
+
+
+def _describe_mismatch(model, state, missing, report) -> str:
+    def show(items, n=8):
+        items = list(items)
+        return ", ".join(map(str, items[:n])) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")
+
+    lines = [f"checkpoint does not fit {type(model).__name__}" + _config_name(model) + ":"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {show(missing)}")
+    if report["unexpected"]:
+        lines.append(f"  unexpected keys ({len(report['unexpected'])}): {show(report['unexpected'])}")
+    if report["mismatched"]:
+        lines.append(
+            f"  mis-shaped keys ({len(report['mismatched'])}): "
+            + show(f"{k} checkpoint {list(a)} vs model {list(b)}" for k, a, b in report["mismatched"])
+        )
+    best = suggest_config(state)
+    if best:
+        lines.append(f"  these weights look like '{best[0]}'" + ("" if best[1] == 0 else f" ({best[1]} keys differ)")
+                     + f": create_model('{best[0]}', checkpoint=...)")
+    lines.append("  (strict loading is the default; strict=False loads only the matching keys)")
+    return "\n".join(lines)
+
+
+def _config_name(model) -> str:
+    cfg = getattr(model, "config", None)
+    return f" ('{cfg.name}')" if cfg is not None else ""
+
+
+_SIGNATURES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def config_signature(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape map of a registered configuration, built once on the meta device (no memory)."""
+    if name not in _SIGNATURES:
+        from ._registry import get_model_config
+
+        cfg = get_model_config(name)
+        with torch.device("meta"):
+            m = cfg.builder(**cfg.kwargs)
+        _SIGNATURES[name] = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    return _SIGNATURES[name]
+
+
+def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
+    """The registered configuration whose keys and shapes differ least from ``state``, with the count."""
+    from ._registry import list_models
+
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    best = None
+    for name in list_models(include_tiny=False):
+        sig = config_signature(name)
+        diff = len(set(sig) ^ set(have)) + sum(1 for k in sig if k in have and sig[k] != have[k])
+        if best is None or diff < best[1]:
+            best = (name, diff)
+    if best is None or best[1] > max(10, len(have) // 4):
+        return None
+    return best
