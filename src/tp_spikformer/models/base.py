@@ -26,6 +26,9 @@ class SpikingTransformer(nn.Module):
     input_multiple: int = 1
     static_input: bool = True  # accepts [B, C, H, W] images (repeated over T)
     event_input: bool = False  # accepts [B, T, C, H, W] frames (official DVS layout)
+    # True when only the head follows the blocks and it pools over whatever tokens it gets (single-stage
+    # models), so tokens may be removed for good ("drop" mode of the pruning patch)
+    supports_token_drop: bool = False
 
     # -- input -------------------------------------------------------------------------------------
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -220,6 +220,7 @@ class SpikeDrivenTransformer(SpikingTransformer):
 
     family = "sdt_v1"
     event_input = True
+    supports_token_drop = True
 
     def __init__(
         self,
@@ -360,7 +361,7 @@ for _t in (10, 16):
 _register(
     "sdt_tiny",
     "cifar",
-    "tiny SDT-V1 for tests: 2 blocks of dim 32, T=2, 32px, 4x4 tokens",
+    "tiny SDT-V1 for tests: 2 blocks of dim 32, T=2, 32px, 8x8 tokens",
     DataConfig((3, 32, 32), crop_pct=None, mean=CIFAR10_MEAN, std=CIFAR10_STD),
     tiny=True,
     img_size_h=32, img_size_w=32, patch_size=8, in_channels=3, num_classes=10, embed_dims=32, num_heads=4,
