@@ -129,8 +129,12 @@ def create_model(name: str, checkpoint: Any = None, strict: bool = True, **overr
     cfg = get_model_config(name)
     kwargs = cfg.build_kwargs(**overrides)
     model = cfg.builder(**kwargs)
+    model_t = getattr(model, "T", None)  # None for frame models that take T from the input
     model.config = replace(
-        cfg, kwargs=kwargs, T=getattr(model, "T", cfg.T), num_classes=getattr(model, "num_classes", cfg.num_classes)
+        cfg,
+        kwargs=kwargs,
+        T=model_t if model_t is not None else kwargs.get("T", cfg.T),
+        num_classes=getattr(model, "num_classes", cfg.num_classes),
     )
     if checkpoint is not None:
         from .checkpoint import load_checkpoint
