@@ -1,0 +1,112 @@
+"""Datasets and transforms without torchvision (torch, numpy; Pillow only to decode/resize PIL images).
+
+Shapes: image datasets return ``[C, H, W]`` float tensors (the models repeat a static image over T
+themselves); event datasets return ``[T, 2, H, W]`` count frames. Labels are ints.
+
+* Transforms: :mod:`.functional` (resize, center_crop, to_tensor, normalize, to_channels, ...),
+  :mod:`.transforms` (callable classes, batch augmentation), :mod:`.presets`
+  (:func:`build_eval_transform` / :func:`build_train_transform` from a model's ``DataConfig``).
+* Images: :class:`ImageFolder`; in memory, batched: :class:`FashionMNIST`, :class:`MNIST`,
+  :class:`CIFAR10`, :class:`CIFAR100` (all :class:`InMemoryImages`), ``.npz`` slices.
+* Events: :func:`events_to_frames`, :func:`resize_frames`, :class:`CIFAR10DVS`,
+  :class:`DVS128Gesture`, :class:`EventFrameFolder`.
+
+This package never imports ``tp_spikformer.models``: configurations are read by duck typing.
+"""
+
+from ._config import DataSpec, data_spec
+from .cifar import CIFAR10, CIFAR10_CLASSES, CIFAR100
+from .errors import DatasetFormatError, DatasetNotFoundError
+from .event_datasets import CIFAR10DVS, DVS128Gesture, EventFrameFolder, per_class_split
+from .event_io import load_event_sample, read_cifar10dvs_aedat
+from .events import events_to_frames, frame_index, resize_frames
+from .functional import center_crop, hflip, normalize, resize, to_channels, to_tensor
+from .idx import find_idx_file, read_idx, write_idx
+from .image_folder import IMG_EXTENSIONS, ImageFolder, pil_loader
+from .in_memory import InMemoryImages, load_npz_slice, save_npz_slice
+from .mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_ROOT,
+    FASHION_MNIST_STD,
+    MNIST,
+    MNIST_MEAN,
+    MNIST_STD,
+    FashionMNIST,
+    read_idx_split,
+)
+from .presets import build_eval_transform, build_train_transform, eval_resize_size
+from .transforms import (
+    BatchAugment,
+    CenterCrop,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+    ResizeFrames,
+    ToChannels,
+    ToTensor,
+    random_crop_batch,
+    random_hflip_batch,
+)
+
+__all__ = [
+    "BatchAugment",
+    "CIFAR10",
+    "CIFAR100",
+    "CIFAR10DVS",
+    "CIFAR10_CLASSES",
+    "CenterCrop",
+    "Compose",
+    "DVS128Gesture",
+    "DataSpec",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "EventFrameFolder",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_ROOT",
+    "FASHION_MNIST_STD",
+    "FashionMNIST",
+    "IMG_EXTENSIONS",
+    "ImageFolder",
+    "InMemoryImages",
+    "MNIST",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "Normalize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "Resize",
+    "ResizeFrames",
+    "ToChannels",
+    "ToTensor",
+    "build_eval_transform",
+    "build_train_transform",
+    "center_crop",
+    "data_spec",
+    "eval_resize_size",
+    "events_to_frames",
+    "find_idx_file",
+    "frame_index",
+    "hflip",
+    "load_event_sample",
+    "load_npz_slice",
+    "normalize",
+    "per_class_split",
+    "pil_loader",
+    "random_crop_batch",
+    "random_hflip_batch",
+    "read_cifar10dvs_aedat",
+    "read_idx",
+    "read_idx_split",
+    "resize",
+    "resize_frames",
+    "save_npz_slice",
+    "to_channels",
+    "to_tensor",
+    "write_idx",
+]
