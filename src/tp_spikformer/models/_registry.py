@@ -56,6 +56,8 @@ class ModelConfig:
     official_params: int | None = None  # parameter count of the official class (shared/reference/keys)
     tiny: bool = False  # a small test configuration, not an official one
     notes: str = ""
+    # weights shipped with the package: a path relative to the package's assets/ folder (pretrained=True)
+    weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build_kwargs(self, **overrides: Any) -> dict[str, Any]:
@@ -119,14 +121,28 @@ def get_model_config(name: str) -> ModelConfig:
         ) from None
 
 
-def create_model(name: str, checkpoint: Any = None, strict: bool = True, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str, checkpoint: Any = None, strict: bool = True, pretrained: bool = False, **overrides: Any
+) -> nn.Module:
     """Build a registered model, optionally loading a checkpoint (file path or state dict).
 
+    ``pretrained=True`` loads the weights shipped with the package for this configuration (only the
+    small Fashion-MNIST models have some: official weights cannot be redistributed or downloaded here).
     ``overrides`` replace constructor arguments of the named configuration (e.g. ``T=2``,
     ``num_classes=100``); an unknown one raises and lists the valid ones. Loading is strict: any
     missing, unexpected or mis-shaped key raises (see ``tp_spikformer.models.checkpoint``).
     """
     cfg = get_model_config(name)
+    if pretrained:
+        if checkpoint is not None:
+            raise ValueError("pass either pretrained=True or checkpoint=..., not both")
+        if cfg.weights is None:
+            shipped = [n for n, c in _MODELS.items() if c.weights]
+            raise ValueError(
+                f"no weights ship with '{name}'; pass checkpoint=<path to the official file>. "
+                f"Configurations with shipped weights: {shipped}"
+            )
+        checkpoint = asset_path(cfg.weights)
     kwargs = cfg.build_kwargs(**overrides)
     model = cfg.builder(**kwargs)
     model_t = getattr(model, "T", None)  # None for frame models that take T from the input
@@ -141,3 +157,13 @@ def create_model(name: str, checkpoint: Any = None, strict: bool = True, **overr
 
         load_checkpoint(model, checkpoint, strict=strict)
     return model
+
+
+def asset_path(relative: str) -> str:
+    """Absolute path of a file shipped in the package's ``assets/`` folder (raises if it is missing)."""
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", relative)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"packaged asset missing: {path} (reinstall the package or rebuild the asset)")
+    return path
