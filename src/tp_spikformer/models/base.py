@@ -29,6 +29,9 @@ class SpikingTransformer(nn.Module):
     # True when only the head follows the blocks and it pools over whatever tokens it gets (single-stage
     # models), so tokens may be removed for good ("drop" mode of the pruning patch)
     supports_token_drop: bool = False
+    # Checkpoint filter: regular expressions of state_dict keys the official code builds but never uses.
+    # A checkpoint may lack them (e.g. a re-export that dropped them) and still load strictly.
+    unused_keys: tuple[str, ...] = ()
 
     # -- input -------------------------------------------------------------------------------------
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -107,15 +107,13 @@ def load_checkpoint(
     """Load ``checkpoint`` (path, checkpoint dict or state dict) into ``model``, strictly by default.
 
     Keys the official code builds but never uses may be absent from the file (``model.unused_keys``,
-    regular expressions); official keys that our model does not build are dropped only where the family
-    lists them (``model.droppable_keys``). Any other mismatch raises :class:`CheckpointError` naming the
-    missing, unexpected and mis-shaped keys and the registered configuration the weights fit best.
+    regular expressions; they keep their initial values). Any other mismatch raises
+    :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys and the registered
+    configuration the weights fit best.
     ``strict=False`` loads what fits and returns the report in ``model.load_report`` instead.
     """
     obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     state = extract_state_dict(obj, use_ema=use_ema)
-    droppable = [re.compile(p) for p in getattr(model, "droppable_keys", ())]
-    state = OrderedDict((k, v) for k, v in state.items() if not any(p.fullmatch(k) for p in droppable))
     report = compare_state_dict(model, state)
     unused = [re.compile(p) for p in getattr(model, "unused_keys", ())]
     missing = [k for k in report["missing"] if not any(p.fullmatch(k) for p in unused)]

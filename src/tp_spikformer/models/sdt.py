@@ -221,6 +221,7 @@ class SpikeDrivenTransformer(SpikingTransformer):
     family = "sdt_v1"
     event_input = True
     supports_token_drop = True
+    unused_keys = (r"block\.\d+\.attn\.talking_heads\.weight",)
 
     def __init__(
         self,

@@ -264,6 +264,7 @@ class _Spikformer(SpikingTransformer):
     # Single stage, readout = mean over whatever tokens are left: TP may drop tokens for good (pruning's
     # mode="drop"); blocks and head accept any [T, B, C, H', W'] grid.
     supports_token_drop = True
+    unused_keys = (r"block\.\d+\.norm[12]\.(weight|bias)", r"pos_embed", r"norm\.(weight|bias)")
 
     def _build(
         self,
