@@ -1,0 +1,658 @@
+"""Count what actually ran, with forward hooks: MACs from real shapes, input sparsity, input kinds.
+
+:class:`OpCounter` hooks every synaptic layer (``Conv1d``/``Conv2d``/``Conv3d`` incl. depthwise/grouped,
+``Linear``), every :class:`~tp_spikformer.models.layers.SpikeProduct` and every neuron (``LIF``,
+``MultiSpike``) of a model. Per call it records:
+
+* **MACs** of the call from the ACTUAL input/output shapes: ``numel(out) x C_in/groups x prod(kernel)``
+  for convolutions, ``numel(out) x in_features`` for Linear, ``numel(out) x K`` for a ``matmul`` product
+  (``[..., N, K] @ [..., K, M]``), ``numel(out)`` for an element-wise ``mul`` product. Biases, BatchNorm
+  (folded into the layer before it), residual adds, pooling and scales are not counted. A module that
+  did not run counts nothing; in a TP-pruned block only the kept tokens enter the token-wise part, so
+  the hooks see (and count) the reduced shapes.
+* per input operand: elements, non-zeros, spike levels and the **kind** of the input:
+  ``"binary"`` (all values 0 or 1), ``"multi-level"`` (the output of a ``MultiSpike``, recognised by
+  its storage, so views/reshapes of it count; levels = value x norm, e.g. ``k / 4 -> k``), ``"integer"``
+  (other non-negative integer values: sums of spikes, event counts; levels = value) or ``"real"``.
+* the weighted event counts that SOPs are made of: ``sum over calls of MACs x non-zero / elements`` and
+  ``MACs x levels / elements`` (the rate-based SOP convention ``SOPs = MACs x firing rate``, which for
+  1x1 convolutions, Linear layers and products equals non-zero inputs x fan-out exactly; for k x k
+  convolutions it averages the fan-out over border positions), plus, for products, the exact number of
+  operations where both operands are non-zero.
+* per time step (when ``T > 1`` and the leading axis of the input is ``T`` or ``T*B`` time-major, as in
+  every model of the zoo): non-zeros and levels of each step, for per-step firing rates.
+
+Which operations are then charged as MAC or AC, at what cost, is decided afterwards by
+:class:`~tp_spikformer.measure.conventions.EnergyConventions` (``OpCounts.report(conventions)``), so the
+same counts can be re-charged under other conventions without running the model again.
+
+Layers are grouped by the :class:`~tp_spikformer.models.TokenBlock` they belong to (module path), else
+by call order within a forward: ``"stem"`` (before the first block), ``"downsample"`` (between blocks),
+``"head"`` (after the last block), or ``"other"`` for models without blocks. Inside a block, a layer
+belongs to the ``"token"`` part (attention + MLP, run on the kept tokens only) or the ``"dense"`` part
+(e.g. SDT-V3's SepConv, always on all tokens); the counter learns this by wrapping the block's
+``dense_forward`` / ``token_forward`` while it is attached (do not deepcopy a model while attached).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.layers import LIF, MultiSpike, SpikeProduct
+from ..models.protocol import TokenBlock, token_blocks
+from ..pruning import get_tp_state, is_patched
+
+SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+NEURON_TYPES = (LIF, MultiSpike)
+KINDS = ("binary", "multi-level", "integer", "real")
+
+
+@dataclass
+class OperandCounts:
+    """Accumulated statistics of one input operand of a layer (one kind, one call signature).
+
+    ``levels`` is the number of spikes: non-zeros for binary input, ``value x norm`` summed for
+    multi-level, ``value`` summed for integer input (for real input it is the plain sum, unused).
+    ``ops_nonzero`` / ``ops_levels`` are ``sum over calls of MACs x nonzero / elements`` and
+    ``MACs x levels / elements``. ``step_*`` hold per-time-step totals (None when not splittable).
+    """
+
+    elements: int = 0
+    nonzero: int = 0
+    levels: float = 0.0
+    ops_nonzero: float = 0.0
+    ops_levels: float = 0.0
+    step_elements: list[int] | None = None
+    step_nonzero: list[int] | None = None
+    step_levels: list[float] | None = None
+    _steps_ok: bool = True
+
+    def add(self, macs: int, n: int, nnz: float, lv: float, steps: list[tuple[float, float]] | None) -> None:
+        self.elements += n
+        self.nonzero += int(nnz)
+        self.levels += lv
+        if n:
+            self.ops_nonzero += macs * nnz / n
+            self.ops_levels += macs * lv / n
+        if steps is None or not self._steps_ok:
+            self._steps_ok = False
+            self.step_elements = self.step_nonzero = self.step_levels = None
+            return
+        per = n // len(steps)
+        if self.step_elements is None:
+            self.step_elements = [0] * len(steps)
+            self.step_nonzero = [0] * len(steps)
+            self.step_levels = [0.0] * len(steps)
+        if len(self.step_elements) != len(steps):
+            self._steps_ok = False
+            self.step_elements = self.step_nonzero = self.step_levels = None
+            return
+        for t, (s_nnz, s_lv) in enumerate(steps):
+            self.step_elements[t] += per
+            self.step_nonzero[t] += int(s_nnz)
+            self.step_levels[t] += s_lv
+
+
+@dataclass
+class CallBucket:
+    """Calls of one layer that share a signature: first-layer flag, repeated-static-input flag (the
+    first layer's input is identical at every time step), and the kind of each input operand."""
+
+    first: bool
+    repeated: bool
+    kinds: tuple[str, ...]
+    calls: int = 0
+    macs: int = 0
+    steps: int = 1  # T of these calls
+    operands: list[OperandCounts] = field(default_factory=list)
+    joint_nonzero: float = 0.0  # products: operations where both operands are non-zero
+    joint_levels: float = 0.0  # products: sum of level products over all operations
+
+
+@dataclass
+class LayerCounts:
+    """Everything counted for one module (a synaptic layer or a spike product)."""
+
+    name: str
+    op: str  # "Conv2d", "Linear", ..., "matmul" or "mul" (SpikeProduct)
+    detail: str
+    is_product: bool
+    block: str | None
+    part: str = ""  # "token" | "dense" | "block" (inside a block, other code path) | "" (outside)
+    category: str = ""  # "block" | "stem" | "downsample" | "head" | "other"
+    order: int = 0  # first-call order
+    buckets: dict[tuple, CallBucket] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.block if self.block is not None else (self.category or "other")
+
+    @property
+    def calls(self) -> int:
+        return sum(b.calls for b in self.buckets.values())
+
+    @property
+    def macs(self) -> int:
+        return sum(b.macs for b in self.buckets.values())
+
+
+@dataclass
+class GroupCounts:
+    """Per group (block or stem/downsample/head): neuron updates and, for blocks, token slots."""
+
+    name: str
+    category: str
+    order: int = 0
+    neuron_updates: int = 0
+    tokens_total: int = 0  # sum over forwards of grid tokens x batch
+    tokens_kept: int = 0  # sum over forwards of tokens that ran the token-wise part x batch
+
+
+@dataclass
+class OpCounts:
+    """Raw counts of one or more forwards; ``report(conventions)`` charges them (see ``report.py``)."""
+
+    model_name: str
+    layers: dict[str, LayerCounts]
+    groups: dict[str, GroupCounts]
+    samples: int
+    forwards: int
+    T: int
+    tp: dict[str, Any] | None = None  # TP configuration when the model was patched
+
+    def report(self, conventions=None, per_sample: bool = True):
+        """Charge the counts under ``conventions`` (default :class:`EnergyConventions`)."""
+        from .report import build_report
+
+        return build_report(self, conventions, per_sample=per_sample)
+
+    def dense_macs(self, ops: Iterable[str] | None = None) -> int:
+        """Total dense MACs over all forwards (not per sample), optionally only of the given ops."""
+        keep = set(ops) if ops is not None else None
+        return sum(layer.macs for layer in self.layers.values() if keep is None or layer.op in keep)
+
+
+# -- per-call statistics ------------------------------------------------------------------------------
+
+
+def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(m, nn.Linear):
+        return out.numel() * m.in_features
+    return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+
+def _layer_detail(m: nn.Module) -> str:
+    if isinstance(m, nn.Linear):
+        return f"{m.in_features}->{m.out_features}"
+    k = "x".join(str(s) for s in m.kernel_size)
+    extra = f", s{m.stride[0]}" if any(s != 1 for s in m.stride) else ""
+    extra += f", g{m.groups}" if m.groups != 1 else ""
+    return f"{m.in_channels}->{m.out_channels}, k{k}{extra}"
+
+
+def _splittable(x: torch.Tensor, T: int) -> bool:
+    return T > 1 and x.dim() > 0 and x.numel() > 0 and x.shape[0] % T == 0
+
+
+def _stats_tensor(x: torch.Tensor, T: int, check_repeat: bool, level_norms: tuple) -> torch.Tensor:
+    """One float64 vector: ``[elements, nonzero, sum, is_binary, is_nonneg_int, repeated,
+    on_level_grid per (norm, max) in level_norms..., (nonzero_t)*T, (sum_t)*T]``."""
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.float()
+    nz = x != 0
+    f64 = torch.float64
+    parts = [
+        torch.tensor(float(x.numel()), dtype=f64, device=x.device),
+        nz.sum().to(f64),
+        x.sum(dtype=f64),
+        (~nz | (x == 1)).all().to(f64),
+        ((x >= 0) & (x == torch.round(x))).all().to(f64),
+    ]
+    splittable = _splittable(x, T)
+    if check_repeat and splittable:
+        xs = x.reshape(T, -1)
+        parts.append((xs == xs[:1]).all().to(f64))
+    else:
+        parts.append(torch.zeros((), dtype=f64, device=x.device))
+    for norm, max_value in level_norms:
+        y = x * norm
+        parts.append(((y >= 0) & (y <= max_value) & (y == torch.round(y))).all().to(f64))
+    if splittable:
+        xs = x.reshape(T, -1)
+        parts.append((xs != 0).sum(dim=1).to(f64))
+        parts.append(xs.sum(dim=1, dtype=f64))
+    return torch.cat([p.reshape(-1) for p in parts])
+
+
+def _stats_width(x: torch.Tensor, T: int, level_norms: tuple) -> int:
+    return 6 + len(level_norms) + (2 * T if _splittable(x, T) else 0)
+
+
+def _unpack(values: list[float], T: int, level_norms: tuple) -> dict[str, Any]:
+    n, nnz, total, is_bin, is_int, repeated = values[:6]
+    k = len(level_norms)
+    grid = [norm for (norm, _), ok in zip(level_norms, values[6 : 6 + k]) if ok]
+    rest = values[6 + k :]
+    steps = list(zip(rest[:T], rest[T:])) if rest else None
+    return dict(
+        n=int(n),
+        nnz=nnz,
+        sum=total,
+        binary=bool(is_bin),
+        integer=bool(is_int),
+        repeated=bool(repeated),
+        level_grid=grid[0] if grid else None,
+        steps=steps,
+    )
+
+
+def _joint_tensor(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[ops where both operands are non-zero, sum of value products over all ops] of a product."""
+    a, b = a.detach(), b.detach()
+    if not a.is_floating_point():
+        a = a.float()
+    if not b.is_floating_point():
+        b = b.float()
+    an, bn = (a != 0).to(torch.float64), (b != 0).to(torch.float64)
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    if kind == "mul":
+        return torch.stack([(an * bn).sum(), (a64 * b64).sum()])
+    if a.dim() == 1:
+        an, a64 = an.unsqueeze(0), a64.unsqueeze(0)
+    if b.dim() == 1:
+        bn, b64 = bn.unsqueeze(-1), b64.unsqueeze(-1)
+    # sum_{i,k,j} [a_ik b_kj] = sum_k (sum_i a_ik)(sum_j b_kj), batch dims broadcast
+    return torch.stack([(an.sum(-2) * bn.sum(-1)).sum(), (a64.sum(-2) * b64.sum(-1)).sum()])
+
+
+class OpCounter:
+    """Forward hooks that count the operations of ``model`` (module docstring).
+
+    Use as a context manager around forwards of the model (call the model itself, not a submodule, so
+    that the per-forward bookkeeping runs)::
+
+        with OpCounter(model) as counter, torch.inference_mode():
+            for x in batches:
+                model(x)
+        report = counter.counts().report()
+
+    ``T``: time steps per forward; default ``model.T``, else dim 1 of a 5-D ``[B, T, C, H, W]`` input,
+    else 1 (SDT-V3, plain modules). Used for per-step firing rates and the static-input check.
+
+    Multi-level spikes are recognised by storage (the input is, or is a view of, the output of a
+    ``MultiSpike`` of this forward); as a fallback, an input whose values all lie on the level grid
+    ``{0, 1/norm, ..., max/norm}`` of one of the model's ``MultiSpike`` modules with ``norm != 1`` is
+    multi-level too (a copy made between the neuron and the layer would otherwise hide it).
+    """
+
+    def __init__(self, model: nn.Module, T: int | None = None):
+        self.model = model
+        self.T_override = T
+        self._handles: list[Any] = []
+        self._wrapped: list[tuple[TokenBlock, str]] = []
+        self.layers: dict[str, LayerCounts] = {}
+        self.groups: dict[str, GroupCounts] = {}
+        self.samples = 0
+        self.forwards = 0
+        self._T_seen: list[int] = []
+        self._block_of: dict[nn.Module, str] = {}
+        self._names: dict[nn.Module, str] = {}
+        self._level_norms: tuple[tuple[float, float], ...] = ()
+        self._attached = False
+        self._pending: list[tuple[str, Any, int]] = []
+        self._first_block_seq: int | None = None
+        self._last_block_exit_seq: int | None = None
+        self._reset_forward()
+
+    # -- attach / detach ---------------------------------------------------------------------------
+    def __enter__(self) -> "OpCounter":
+        self.attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def attach(self) -> "OpCounter":
+        """Register the hooks (idempotent)."""
+        if self._attached:
+            return self
+        blocks = token_blocks(self.model)
+        block_names = [n for n, _ in blocks]
+        norms = set()
+        for name, module in self.model.named_modules():
+            self._names[module] = name
+            owner = next((b for b in block_names if name == b or name.startswith(b + ".")), None)
+            if owner is not None:
+                self._block_of[module] = owner
+            if isinstance(module, MultiSpike) and module.norm != 1.0:
+                norms.add((module.norm, module.max_value))
+        self._level_norms = tuple(sorted(norms))
+        for i, (name, block) in enumerate(blocks):
+            g = self.groups.setdefault(name, GroupCounts(name, "block"))
+            g.order = i
+            self._handles.append(block.register_forward_pre_hook(self._block_pre))
+            self._handles.append(block.register_forward_hook(self._block_post))
+            for meth, phase in (("dense_forward", "dense"), ("token_forward", "token")):
+                setattr(block, meth, self._phase_wrapper(getattr(block, meth), phase))
+                self._wrapped.append((block, meth))
+        for module in self.model.modules():
+            if isinstance(module, (*SYNAPTIC_TYPES, SpikeProduct)):
+                self._handles.append(module.register_forward_hook(self._count_hook))
+            elif isinstance(module, NEURON_TYPES):
+                self._handles.append(module.register_forward_hook(self._neuron_hook))
+        self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
+        self._handles.append(self.model.register_forward_hook(self._root_post))
+        self._attached = True
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks and the block wrappers; the counts stay available."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for block, meth in self._wrapped:
+            block.__dict__.pop(meth, None)
+        self._wrapped.clear()
+        self._finish_forward()
+        self._attached = False
+
+    def _phase_wrapper(self, fn, phase: str):
+        def wrapped(*args, **kwargs):
+            self._phase.append(phase)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._phase.pop()
+
+        return wrapped
+
+    # -- per-forward bookkeeping -------------------------------------------------------------------
+    def _reset_forward(self) -> None:
+        self._seq = 0
+        self._first_done = False
+        self._block_stack: list[tuple[str, int, int]] = []
+        self._phase: list[str] = []
+        self._first_block_seq = None
+        self._last_block_exit_seq = None
+        self._multispike: dict[int, tuple[Any, float]] = {}
+        self._T = self.T_override or 1
+
+    def _resolve_T(self, x: Any) -> int:
+        if self.T_override:
+            return int(self.T_override)
+        t = getattr(self.model, "T", None)
+        if isinstance(t, int) and t > 0:
+            return t
+        if isinstance(x, torch.Tensor) and x.dim() == 5:
+            return int(x.shape[1])
+        return 1
+
+    def _root_pre(self, module, args) -> None:
+        self._finish_forward()
+        self._reset_forward()
+        x = args[0] if args else None
+        self._T = self._resolve_T(x)
+        self._T_seen.append(self._T)
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            self.samples += int(x.shape[0])
+        self.forwards += 1
+
+    def _root_post(self, module, args, output) -> None:
+        self._finish_forward()
+
+    def _finish_forward(self) -> None:
+        """Assign stem/downsample/head (by call order) to what ran outside blocks in this forward."""
+        pending, self._pending = self._pending, []
+        for what, payload, seq in pending:
+            if self._first_block_seq is None:
+                cat = "other"
+            elif seq < self._first_block_seq:
+                cat = "stem"
+            elif self._last_block_exit_seq is not None and seq > self._last_block_exit_seq:
+                cat = "head"
+            else:
+                cat = "downsample"
+            if what == "layer":
+                if not payload.category:
+                    payload.category = cat
+                self._group(payload.category)
+            else:
+                self._group(cat).neuron_updates += payload
+
+    def _group(self, name: str) -> GroupCounts:
+        g = self.groups.get(name)
+        if g is None:
+            order = {"stem": -2, "other": -1, "downsample": 10_000, "head": 20_000}.get(name, 30_000)
+            g = self.groups[name] = GroupCounts(name, name, order=order)
+        return g
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _block_pre(self, block, args) -> None:
+        seq = self._next_seq()
+        if self._first_block_seq is None:
+            self._first_block_seq = seq
+        x = args[0] if args else None
+        batch = tokens = 0
+        if isinstance(x, torch.Tensor) and x.dim() >= 3:
+            batch = int(x.shape[1] if block.has_time_axis else x.shape[0])
+            tokens = int(x.shape[-2] * x.shape[-1])
+        self._block_stack.append((self._names[block], batch, tokens))
+
+    def _block_post(self, block, args, output) -> None:
+        self._last_block_exit_seq = self._next_seq()
+        if not self._block_stack:
+            return
+        name, batch, tokens = self._block_stack.pop()
+        total = kept = tokens
+        if is_patched(self.model):
+            state = get_tp_state(self.model)
+            rec = None
+            if name in state.block_names:
+                i = state.block_names.index(name)
+                rec = state.records[i] if i < len(state.records) else None
+            if rec is not None:
+                total, kept = rec.total, rec.kept
+        g = self.groups[name]
+        g.tokens_total += total * batch
+        g.tokens_kept += kept * batch
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def _neuron_hook(self, module, args, output) -> None:
+        x = args[0] if args else None
+        n = x.numel() if isinstance(x, torch.Tensor) else 0
+        if isinstance(module, MultiSpike) and isinstance(output, torch.Tensor):
+            self._multispike[output.untyped_storage().data_ptr()] = (weakref.ref(output), module.norm)
+        block = self._block_of.get(module)
+        if block is not None:
+            self.groups[block].neuron_updates += n
+        else:
+            self._pending.append(("neuron", n, self._next_seq()))
+
+    def _tracked_norm(self, x: torch.Tensor) -> float | None:
+        entry = self._multispike.get(x.untyped_storage().data_ptr())
+        if entry is None:
+            return None
+        ref, norm = entry
+        return norm if ref() is not None else None
+
+    @staticmethod
+    def _kind(s: dict[str, Any], norm: float | None) -> tuple[str, float, float]:
+        """(kind, levels, norm) of an operand from its statistics and its tracked MultiSpike norm."""
+        if norm is not None:
+            return "multi-level", s["sum"] * norm, norm
+        if s["binary"]:
+            return "binary", s["nnz"], 1.0
+        if s["level_grid"] is not None:
+            return "multi-level", s["sum"] * s["level_grid"], s["level_grid"]
+        if s["integer"]:
+            return "integer", s["sum"], 1.0
+        return "real", s["sum"], 1.0
+
+    def _layer(self, module: nn.Module) -> LayerCounts:
+        name = self._names.get(module) or f"({type(module).__name__})"  # the root module's name is ""
+        layer = self.layers.get(name)
+        if layer is None:
+            if isinstance(module, SpikeProduct):
+                op, detail, is_product = module.kind, "SpikeProduct", True
+            else:
+                op, detail, is_product = type(module).__name__, _layer_detail(module), False
+            block = self._block_of.get(module)
+            layer = self.layers[name] = LayerCounts(
+                name=name,
+                op=op,
+                detail=detail,
+                is_product=is_product,
+                block=block,
+                category="block" if block is not None else "",
+                order=len(self.layers),
+            )
+            if block is not None:
+                layer.part = self._phase[-1] if self._phase else "block"
+        return layer
+
+    def _count_hook(self, module, args, output) -> None:
+        if not isinstance(output, torch.Tensor):
+            return
+        T, norms = self._T, self._level_norms
+        layer = self._layer(module)
+        seq = self._next_seq()
+        if layer.block is None:
+            self._pending.append(("layer", layer, seq))
+        if isinstance(module, SpikeProduct):
+            a, b = args[0], args[1]
+            macs = output.numel() if module.kind == "mul" else output.numel() * a.shape[-1]
+            operands, first = (a, b), False
+            stats = torch.cat(
+                [
+                    _stats_tensor(a, T, False, norms),
+                    _stats_tensor(b, T, False, norms),
+                    _joint_tensor(module.kind, a, b),
+                ]
+            )
+        else:
+            x = args[0]
+            macs = _layer_macs(module, output)
+            operands, first = (x,), not self._first_done
+            self._first_done = True
+            stats = _stats_tensor(x, T, first, norms)
+        values = stats.tolist()  # one device sync per call
+        parsed, offset = [], 0
+        for op in operands:
+            width = _stats_width(op, T, norms)
+            parsed.append(_unpack(values[offset : offset + width], T, norms))
+            offset += width
+        kinds = []
+        for op, s in zip(operands, parsed):
+            kind, lv, norm = self._kind(s, self._tracked_norm(op))
+            s.update(kind=kind, levels=lv, norm=norm)
+            kinds.append(kind)
+        repeated = first and parsed[0]["repeated"]
+        key = (first, repeated, tuple(kinds))
+        bucket = layer.buckets.get(key)
+        if bucket is None:
+            bucket = layer.buckets[key] = CallBucket(
+                first, repeated, tuple(kinds), steps=T, operands=[OperandCounts() for _ in operands]
+            )
+        bucket.calls += 1
+        bucket.macs += macs
+        bucket.steps = T
+        for oc, s in zip(bucket.operands, parsed):
+            steps = s["steps"]
+            if steps is not None:
+                scale = s["norm"] if s["kind"] == "multi-level" else 1.0
+                steps = [(nnz, nnz if s["kind"] == "binary" else sm * scale) for nnz, sm in steps]
+            oc.add(macs, s["n"], s["nnz"], s["levels"], steps)
+        if layer.is_product:
+            joint_nonzero, joint_values = values[offset : offset + 2]
+            bucket.joint_nonzero += joint_nonzero
+            bucket.joint_levels += joint_values * parsed[0]["norm"] * parsed[1]["norm"]
+
+    # -- results -----------------------------------------------------------------------------------
+    def counts(self) -> OpCounts:
+        """Snapshot of what has been counted so far."""
+        self._finish_forward()
+        T_values = sorted(set(self._T_seen)) or [self.T_override or 1]
+        if len(T_values) > 1:
+            warnings.warn(f"forwards ran with different T {T_values}; the report states T={T_values[-1]}")
+        tp = None
+        if is_patched(self.model):
+            st = get_tp_state(self.model)
+            tp = {
+                "keep": str(st.keep),
+                "scorer": st.scorer_name,
+                "mode": st.mode,
+                "cumulative": st.cumulative,
+                "window": st.window,
+            }
+        model_name = getattr(getattr(self.model, "config", None), "name", None) or type(self.model).__name__
+        return OpCounts(
+            model_name=model_name,
+            layers=copy.deepcopy(self.layers),
+            groups=copy.deepcopy(self.groups),
+            samples=self.samples,
+            forwards=self.forwards,
+            T=T_values[-1],
+            tp=tp,
+        )
+
+
+# -- convenience -------------------------------------------------------------------------------------
+
+
+def iter_batches(inputs: Any, max_batches: int | None = None):
+    """Input tensors from a tensor, a list of tensors, or an iterable of batches (a DataLoader);
+    a batch that is a tuple/list (``(x, y)``) gives its first element, a dict its ``"image"``/``"x"``."""
+    if isinstance(inputs, torch.Tensor):
+        inputs = [inputs]
+    for i, batch in enumerate(inputs):
+        if max_batches is not None and i >= max_batches:
+            break
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        elif isinstance(batch, dict):
+            batch = next((batch[k] for k in ("image", "x", "input", "inputs") if k in batch), None)
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(
+                f"batch {i} is not a tensor (got {type(batch).__name__}); pass tensors or (x, y) pairs"
+            )
+        yield batch
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def count_ops(
+    model: nn.Module, inputs: Any, T: int | None = None, max_batches: int | None = None
+) -> OpCounts:
+    """Run ``model`` (eval mode, inference mode) on ``inputs`` and return the raw :class:`OpCounts`.
+
+    ``inputs``: a tensor, a list of tensors or an iterable of batches (``(x, y)`` pairs are fine).
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    try:
+        with OpCounter(model, T=T) as counter, torch.inference_mode():
+            for x in iter_batches(inputs, max_batches):
+                model(x.to(device))
+    finally:
+        model.train(was_training)
+    if counter.forwards == 0:
+        raise ValueError("no batch was run: inputs is empty")
+    return counter.counts()
