@@ -15,6 +15,7 @@ This package never imports ``tp_spikformer.models``: configurations are read by 
 """
 
 from ._config import DataSpec, data_spec
+from .catalog import load_dataset, shipped_path, synthetic_dataset
 from .cifar import CIFAR10, CIFAR10_CLASSES, CIFAR100
 from .errors import DatasetFormatError, DatasetNotFoundError
 from .event_datasets import CIFAR10DVS, DVS128Gesture, EventFrameFolder, per_class_split
@@ -53,6 +54,9 @@ from .transforms import (
 )
 
 __all__ = [
+    "load_dataset",
+    "shipped_path",
+    "synthetic_dataset",
     "BatchAugment",
     "CIFAR10",
     "CIFAR100",

@@ -1,0 +1,306 @@
+"""The Python API behind the command line: dense vs pruned side by side, sweeps, benchmarks, visualisations.
+
+    import tp_spikformer as tp
+    model = tp.create_model("sdt_fmnist", pretrained=True)
+    print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
+
+Every function leaves the model it is given unchanged (variants are deep copies).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .evaluate import evaluate
+from .measure import EnergyConventions, benchmark, compare_reports, measure_energy
+from .pruning import apply_tp, get_tp_state, remove_tp
+from .pruning.schedule import parse_keep
+
+ROW_FIELDS = ["variant", "scorer", "keep", "top1", "top5", "n", "kept_fraction", "macs_per_image",
+              "sops_per_image", "energy_mj_per_image", "energy_ratio", "img_per_s", "speedup",
+              "latency_ms_bs1", "peak_memory_mb"]
+
+
+def _progress(iterable: Iterable, desc: str, total: int | None, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a plain fallback: one line per item on stderr
+        def plain():
+            for i, item in enumerate(iterable):
+                print(f"{desc}: {i + 1}/{total if total is not None else '?'}", file=sys.stderr, flush=True)
+                yield item
+        return plain()
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False)
+
+
+def dataset_batches(dataset: Any, batch_size: int, max_batches: int | None = None) -> list[torch.Tensor]:
+    """The first ``max_batches`` input batches of ``dataset`` (no labels), for energy counting."""
+    if hasattr(dataset, "get_batch"):  # in-memory sets: batched preprocessing
+        n = len(dataset)
+        starts = range(0, n, batch_size)
+        if max_batches is not None:
+            starts = list(starts)[:max_batches]
+        return [dataset.get_batch(torch.arange(s, min(n, s + batch_size))) for s in starts]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    out = []
+    for x, _ in loader:
+        out.append(x)
+        if max_batches is not None and len(out) >= max_batches:
+            break
+    return out
+
+
+def make_variant(model: nn.Module, keep: Any = None, scorer: str | Callable = "official", **tp_kwargs) -> nn.Module:
+    """A deep copy of ``model``: dense when ``keep`` is None, else TP-patched with ``keep`` and ``scorer``."""
+    variant = copy.deepcopy(model)
+    remove_tp(variant)
+    if keep is not None:
+        apply_tp(variant, keep=keep, scorer=scorer, **tp_kwargs)
+    return variant.eval()
+
+
+@dataclass
+class Comparison:
+    """Rows (one per variant: dense first) of accuracy, SOPs/energy, throughput and memory."""
+
+    rows: list[dict[str, Any]]
+    model: str
+    dataset: str
+    config: dict[str, Any] = field(default_factory=dict)
+    energy_blocks: list[dict[str, Any]] = field(default_factory=list)  # per-block dense vs pruned (compare)
+    benchmark: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "dataset": self.dataset, "config": self.config, "rows": self.rows,
+                "energy_blocks": self.energy_blocks, "benchmark": self.benchmark}
+
+    def to_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        if path:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    def to_csv(self, path: str | None = None) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow(r)
+        if path:
+            with open(path, "w", newline="") as f:
+                f.write(buf.getvalue())
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        head = ["variant", "scorer", "keep", "top-1 %", "top-5 %", "kept", "MACs/img", "SOPs/img", "mJ/img",
+                "img/s", "speedup", "ms @bs1", "peak MB"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r["variant"], r.get("scorer") or "-", r.get("keep") or "-", _f(r.get("top1"), 2),
+                     _f(r.get("top5"), 2), _f(r.get("kept_fraction"), 3), _si(r.get("macs_per_image")),
+                     _si(r.get("sops_per_image")), _f(r.get("energy_mj_per_image"), 4, sci=True),
+                     _f(r.get("img_per_s"), 1), _f(r.get("speedup"), 2), _f(r.get("latency_ms_bs1"), 1),
+                     _f(r.get("peak_memory_mb"), 1)]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.dataset}\n{self.to_markdown()}"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return str(o)
+
+
+def _f(v: Any, digits: int, sci: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}e}" if sci else f"{v:.{digits}f}"
+
+
+def _si(v: Any) -> str:
+    if v is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def evaluate_variants(
+    model: nn.Module,
+    dataset: Any,
+    variants: Sequence[tuple[str, Any, Any]],
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    energy_batches: int | None = 2,
+    conventions: EnergyConventions | None = None,
+    speed: bool = True,
+    speed_batch_size: int = 32,
+    speed_repeats: int = 5,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    tp_kwargs: dict[str, Any] | None = None,
+    dataset_name: str = "",
+) -> Comparison:
+    """Evaluate named variants ``(name, keep, scorer)`` of ``model`` (``keep=None``: dense) on ``dataset``.
+
+    Per variant: top-1/top-5 on the (first ``limit``) samples; MACs, SOPs and energy per image counted over
+    the first ``energy_batches`` batches (only what ran); throughput at ``speed_batch_size`` and latency at
+    batch 1 from ONE interleaved benchmark of all variants (ratios vs the first), with peak memory.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    built = [(name, make_variant(model, keep, scorer, **(tp_kwargs or {})).to(device), keep, scorer)
+             for name, keep, scorer in variants]
+    rows = []
+    energy_inputs = dataset_batches(dataset, batch_size, energy_batches) if energy_batches else None
+    reports = {}
+    for name, m, keep, scorer in _progress(built, "variants", len(built), progress):
+        acc = evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit)
+        row = {"variant": name, "scorer": None if keep is None else _scorer_name(scorer),
+               "keep": None if keep is None else str(get_tp_state(m).keep), "top1": acc["top1"],
+               "top5": acc.get("top5"), "n": acc["n"]}
+        if energy_inputs is not None:
+            rep = measure_energy(m, energy_inputs, conventions)
+            reports[name] = rep
+            row.update(macs_per_image=rep.totals["macs"], sops_per_image=rep.totals["sops"],
+                       energy_mj_per_image=rep.totals["energy_mj"], kept_fraction=rep.totals.get("kept_fraction"))
+        rows.append(row)
+    if reports:
+        base = rows[0].get("energy_mj_per_image")
+        for r in rows:
+            r["energy_ratio"] = r["energy_mj_per_image"] / base if base else None
+    bench = None
+    if speed:
+        sizes = sorted({1, int(speed_batch_size)})
+        bench = benchmark({name: m for name, m, _, _ in built}, batch_sizes=sizes, warmup=1,
+                          repeats=speed_repeats, device=device)
+        for r in rows:
+            big = bench.get(r["variant"], sizes[-1])
+            r.update(img_per_s=big["throughput_per_s"], speedup=big["speedup"],
+                     latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"])
+            mem = big.get("peak_memory_bytes")
+            r["peak_memory_mb"] = mem / 2**20 if mem is not None else None
+        bench = bench.to_dict()
+    blocks = []
+    if len(reports) >= 2:
+        names = list(reports)
+        blocks = compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows
+    cfg = getattr(model, "config", None)
+    return Comparison(
+        rows=rows, model=getattr(cfg, "name", type(model).__name__), dataset=dataset_name,
+        config={"variants": [(n, _keep_label(k), None if k is None else _scorer_name(s)) for n, k, s in variants],
+                "batch_size": batch_size, "limit": limit, "energy_batches": energy_batches,
+                "speed_batch_size": speed_batch_size, "speed_repeats": speed_repeats, "device": str(device),
+                "conventions": (conventions or EnergyConventions()).__dict__, "tp": tp_kwargs or {}},
+        energy_blocks=blocks, benchmark=bench,
+    )
+
+
+def _keep_label(keep: Any) -> str | None:
+    """A user's keep spec as text: None (dense), "official", or the parsed schedule ("fraction:0.5")."""
+    if keep is None:
+        return None
+    parsed = parse_keep(keep)
+    return parsed if isinstance(parsed, str) else str(parsed)
+
+
+def _scorer_name(scorer: Any) -> str:
+    return scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
+
+
+def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str | Callable = "official",
+            **kwargs: Any) -> Comparison:
+    """Dense vs TP-pruned ``model`` on ``dataset``: accuracy, SOPs/energy, throughput and memory side by side.
+
+    Keyword arguments as :func:`evaluate_variants` (batch_size, limit, energy_batches, conventions, speed,
+    speed_batch_size, speed_repeats, device, progress, tp_kwargs).
+    """
+    return evaluate_variants(model, dataset, [("dense", None, None), ("tp", keep, scorer)], **kwargs)
+
+
+def sweep(model: nn.Module, dataset: Any, keeps: Sequence[Any], scorers: Sequence[str] = ("official",),
+          **kwargs: Any) -> Comparison:
+    """Every (scorer, keep) pair plus the dense model; rows in that order. See :func:`evaluate_variants`."""
+    variants = [("dense", None, None)]
+    for scorer in scorers:
+        for keep in keeps:
+            variants.append((f"{_scorer_name(scorer)}@{_keep_label(keep)}", keep, scorer))
+    return evaluate_variants(model, dataset, variants, **kwargs)
+
+
+def save_sweep_plots(result: Comparison, out_dir: str, prefix: str = "") -> list[str]:
+    """``accuracy_vs_energy.png`` and (when throughput was measured) ``accuracy_vs_throughput.png``."""
+    from .plots import save_tradeoff_plot
+
+    rows = [dict(r, scorer=r["scorer"] or "dense", keep_label=_short_keep(r.get("keep"))) for r in result.rows]
+    paths = []
+    if any(r.get("energy_mj_per_image") is not None for r in rows):
+        paths.append(save_tradeoff_plot(
+            rows, "energy_mj_per_image", "top1", os.path.join(out_dir, f"{prefix}accuracy_vs_energy.png"),
+            label="keep_label", xlabel="energy per image (mJ)", ylabel="top-1 (%)",
+            title=f"{result.model}: accuracy vs energy"))
+    if any(r.get("img_per_s") is not None for r in rows):
+        paths.append(save_tradeoff_plot(
+            rows, "img_per_s", "top1", os.path.join(out_dir, f"{prefix}accuracy_vs_throughput.png"),
+            label="keep_label", xlabel="throughput (img/s)", ylabel="top-1 (%)",
+            title=f"{result.model}: accuracy vs throughput"))
+    return paths
+
+
+def _short_keep(keep: str | None) -> str | None:
+    if keep is None:
+        return None
+    rule, _, vals = keep.partition(":")
+    vals = vals.split(",")
+    return vals[0] if len(set(vals)) == 1 else f"{rule}[{vals[0]}..{vals[-1]}]"
+
+
+def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = "official",
+              scorer: str | Callable = "official", names: Sequence[str] | None = None, **tp_kwargs: Any) -> list[str]:
+    """Kept-token masks per block and the token-depth map over each input image; one PNG per image.
+
+    ``images``: a batch in the model's input layout. Returns the PNG paths (``<out_dir>/tokens_<i>.png``).
+    """
+    from .plots import save_token_visualization
+
+    pruned = make_variant(model, keep, scorer, record=True, **tp_kwargs)
+    with torch.inference_mode():
+        pruned(images)
+    state = get_tp_state(pruned)
+    data = getattr(getattr(model, "config", None), "data", None)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for i in range(images.shape[0]):
+        name = names[i] if names is not None else f"tokens_{i}"
+        paths.append(save_token_visualization(
+            images[i], state.records, os.path.join(out_dir, f"{name}.png"), sample=i,
+            mean=getattr(data, "mean", None), std=getattr(data, "std", None),
+            title=f"{getattr(model.config, 'name', '')} keep={state.keep} scorer={state.scorer_name}"))
+    return paths
+
+
+def bench(model: nn.Module, keeps: Sequence[Any] = ("official",), scorer: str | Callable = "official",
+          batch_sizes: Sequence[int] = (1, 8), repeats: int = 10, warmup: int = 2,
+          device: str | torch.device | None = None, **tp_kwargs: Any):
+    """Latency / throughput / peak memory of the dense model and each ``keep``, interleaved in one run."""
+    variants = {"dense": make_variant(model)}
+    for keep in keeps:
+        variants[f"tp@{_keep_label(keep)}"] = make_variant(model, keep, scorer, **tp_kwargs)
+    return benchmark(variants, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup, device=device)

@@ -1,0 +1,111 @@
+"""Datasets by name, preprocessed for a model's data configuration (used by the CLI, the API and training).
+
+Names: ``fashion_mnist`` | ``mnist`` | ``cifar10`` | ``cifar100`` (in memory, batched preprocessing);
+``imagefolder`` (``root/<class>/*.jpg``, decoded per item with the official eval transform);
+``cifar10dvs`` | ``dvs128_gesture`` (event files binned into ``T`` frames); ``shipped`` (the Fashion-MNIST
+test slice packaged with tp-spikformer); ``npz:<path>`` (a slice saved with ``save_npz``);
+``synthetic[:<n>]`` (a small learnable image set for smoke tests).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ._config import data_spec
+from .in_memory import InMemoryImages
+
+NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "cifar10dvs", "dvs128_gesture",
+         "shipped", "npz:<path>", "synthetic[:<n>]")
+SHIPPED_SLICE = "fashion_mnist/fashion_mnist_test_2000.npz"
+
+
+def shipped_path(relative: str) -> str:
+    """Absolute path of a file in the package's ``assets/`` folder."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", relative)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"packaged asset missing: {path} (reinstall tp-spikformer)")
+    return path
+
+
+def synthetic_dataset(n: int = 256, size: int = 16, channels: int = 1, num_classes: int = 10,
+                      seed: int = 0) -> InMemoryImages:
+    """A small learnable in-memory image set: class ``k`` is a bright horizontal bar at row
+    ``k * size // num_classes`` over uniform noise (uint8). For tests and smoke runs."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    labels = labels[torch.randperm(n, generator=g)]
+    images = torch.randint(0, 96, (n, channels, size, size), generator=g, dtype=torch.uint8)
+    band = max(1, size // num_classes)
+    for k in range(num_classes):
+        r = k * size // num_classes
+        images[labels == k, :, r : r + band, :] = 255
+    return InMemoryImages(images, labels, source=f"synthetic(n={n}, seed={seed})")
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    root: str | None = None,
+    data_cfg: Any = None,
+    limit: int | None = None,
+    T: int | None = None,
+):
+    """The dataset ``name`` preprocessed for ``data_cfg`` (a model's ``DataConfig``, or a model).
+
+    ``root`` is the dataset folder (Fashion-MNIST defaults to the Debian package's
+    ``/usr/share/datasets/fashion-mnist``); ``T`` the number of frames for event datasets (default: the
+    model's); ``limit`` keeps the first ``limit`` samples.
+    """
+    from . import CIFAR10, CIFAR10DVS, CIFAR100, MNIST, DVS128Gesture, FashionMNIST, ImageFolder
+    from .presets import build_eval_transform
+
+    spec = data_spec(data_cfg) if data_cfg is not None else None
+    if spec is not None and spec.event_frames and name not in ("cifar10dvs", "dvs128_gesture"):
+        raise ValueError(f"this model takes event frames; use --dataset cifar10dvs or dvs128_gesture, not {name!r}")
+    if name in ("cifar10dvs", "dvs128_gesture"):
+        if root is None:
+            raise ValueError(f"dataset {name} needs a root folder (--data-root) with the event files")
+        t = T or getattr(getattr(data_cfg, "config", data_cfg), "T", None)
+        if t is None:
+            raise ValueError(f"dataset {name} needs the number of frames T (pass T=... / --frames)")
+        cls = CIFAR10DVS if name == "cifar10dvs" else DVS128Gesture
+        ds = cls.from_data_config(data_cfg, root, t, split) if data_cfg is not None else cls(root, t, split)
+        return _limit_items(ds, limit)
+    if name == "imagefolder":
+        if root is None:
+            raise ValueError("dataset imagefolder needs --data-root: a folder with one sub-folder per class")
+        folder = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
+        transform = build_eval_transform(data_cfg) if data_cfg is not None else None
+        return _limit_items(ImageFolder(folder, transform=transform), limit)
+    if name == "fashion_mnist":
+        ds = FashionMNIST(root, split) if root else FashionMNIST(split=split)
+    elif name == "mnist":
+        if root is None:
+            raise ValueError("dataset mnist needs --data-root (the folder with the IDX files)")
+        ds = MNIST(root, split)
+    elif name in ("cifar10", "cifar100"):
+        if root is None:
+            raise ValueError(f"dataset {name} needs --data-root (the folder with the python batches)")
+        ds = (CIFAR10 if name == "cifar10" else CIFAR100)(root, split)
+    elif name == "shipped":
+        ds = InMemoryImages.from_npz(shipped_path(SHIPPED_SLICE))
+    elif name.startswith("npz:"):
+        ds = InMemoryImages.from_npz(name[4:])
+    elif name.startswith("synthetic"):
+        _, _, n = name.partition(":")
+        c, h, _ = spec.input_size if spec is not None else (1, 16, 16)
+        ds = synthetic_dataset(int(n or 512), h, c, seed=0 if split == "train" else 1)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    if limit is not None:
+        ds = ds.subset(slice(0, limit))
+    return ds.with_data_config(data_cfg) if data_cfg is not None else ds
+
+
+def _limit_items(ds, limit: int | None):
+    if limit is None or limit >= len(ds):
+        return ds
+    return torch.utils.data.Subset(ds, range(limit))

@@ -1,0 +1,110 @@
+"""The command line: each command on a tiny model, results files, and clear errors with exit code 2."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from tp_spikformer.cli import main
+
+FAST = ["--model", "sdt_tiny", "--dataset", "synthetic:32", "--batch-size", "16", "--repeats", "1",
+        "--speed-batch-size", "4", "--energy-batches", "1", "--no-progress"]
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models", "qkformer_10_*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) >= 3 and all(line.startswith("qkformer_10_") for line in out)
+
+
+def test_eval_writes_results_and_config(tmp_path, capsys):
+    assert main(["eval", *FAST, "--keep", "0.5", "--out", str(tmp_path)]) == 0
+    assert "| dense |" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["variant"] for r in results["rows"]] == ["dense", "tp"]
+    assert results["rows"][1]["kept_fraction"] == pytest.approx(0.5)
+    assert results["rows"][1]["macs_per_image"] < results["rows"][0]["macs_per_image"]
+    assert (tmp_path / "results.csv").read_text().startswith("variant,scorer,keep,top1")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["name"] == "sdt_tiny" and config["arguments"]["keep"] == "0.5"
+
+
+def test_sweep_writes_table_and_plots(tmp_path):
+    assert main(["sweep", *FAST, "--keeps", "1.0", "0.5", "--scorers", "official", "random",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert len(rows) == 1 + 2 * 2
+    for name in ("accuracy_vs_energy.png", "accuracy_vs_throughput.png"):
+        path = tmp_path / name
+        assert path.stat().st_size > 5000
+        assert Image.open(path).size == (640, 480)
+
+
+def test_bench_interleaves_variants(tmp_path):
+    assert main(["bench", "--model", "sdt_tiny", "--keeps", "0.5", "--batch-sizes", "1", "2", "--repeats", "2",
+                 "--warmup", "1", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["variant"] for r in data["results"]} == {"dense", "tp@fraction:0.5"}
+    assert "cpu_load_others" in data["environment"]
+    assert (tmp_path / "bench.csv").exists()
+
+
+def test_visualize_writes_pngs(tmp_path):
+    assert main(["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "0.5",
+                 "--indices", "0", "3", "--out", str(tmp_path)]) == 0
+    for i in (0, 3):
+        path = tmp_path / f"sample{i}_tokens.png"
+        assert path.stat().st_size > 5000
+        w, h = Image.open(path).size
+        assert (w, h) == (4 * 220, 260)  # input + 2 blocks + depth map, 2.2 in panels at 100 dpi
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--model", "nope", "--dataset", "synthetic:8"], "unknown model 'nope'"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "1.5"], "invalid fraction value 1.5"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "0.5", "--scorer", "best"],
+         "unknown scorer 'best'"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "cifar10"], "needs --data-root"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["eval", "--model", "sdt_tiny", "--set", "heads=3"], "unknown override(s) ['heads']"),
+        (["eval", "--model", "sdt_tiny", "--set", "T"], "--set expects KEY=VALUE"),
+        (["eval", "--model", "sdt_tiny", "--checkpoint", "/no/such/file.pth"], "checkpoint file not found"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--device", "cuda:7"], "CUDA is not available"),
+        (["eval", "--model", "qkformer_tiny", "--dataset", "synthetic:8", "--keep", "0.5", "--mode", "drop"],
+         "mode='stop'"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "official"], "for 8 blocks"),
+        (["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "9"], "out of range"),
+        (["models", "zzz*"], "no model matches"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
+    if "--out" not in argv and argv[0] != "models":
+        argv = [*argv, "--out", str(tmp_path)]
+    if message == "CUDA is not available":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_argparse_errors_exit_2():
+    with pytest.raises(SystemExit) as e:
+        main(["eval"])  # --model is required
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", "sdt_tiny", "--mode", "delete"])
+    assert e.value.code == 2
+
+
+def test_default_output_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--model", "sdt_tiny", "--keeps", "0.5", "--batch-sizes", "1", "--repeats", "1",
+                 "--warmup", "0"]) == 0
+    (folder,) = os.listdir(tmp_path / "tp-spikformer-out")
+    assert folder.startswith("bench-")
