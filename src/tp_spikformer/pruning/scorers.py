@@ -155,7 +155,9 @@ def paper_spatial(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
     t, b, c, h, w = x.shape
     flat = x.flatten(0, 1)  # [T*B, C, H, W]
     local = F.avg_pool2d(flat, ctx.window, stride=1, padding=ctx.window // 2, count_include_pad=False)
-    dissim = (1.0 - F.cosine_similarity(flat, local, dim=1, eps=COS_EPS)).clamp_min(0.0)  # [T*B, H, W]
+    dissim = 1.0 - F.cosine_similarity(flat, local, dim=1, eps=COS_EPS)  # [T*B, H, W], in [0, 2]
+    # rounding noise of identical directions (e.g. window 1, uniform maps) is no dissimilarity
+    dissim = dissim.masked_fill(dissim < 16 * torch.finfo(dissim.dtype).eps, 0.0)
     return _normalise_per_step(dissim.reshape(t, b, h * w)).mean(dim=0)
 
 
