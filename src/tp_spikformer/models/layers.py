@@ -67,14 +67,13 @@ class LIF(nn.Module):
         out = torch.empty_like(x)
         v = torch.zeros_like(x[0])
         step = torch.empty_like(v)
-        fired = torch.empty(v.shape, dtype=torch.bool, device=x.device)
         for t in range(x.shape[0]):
             torch.sub(x[t], v, out=step)
             self._scale_step_(step)
             v.add_(step)  # v + (x - v) / tau, with the same two roundings as the reference formula
-            torch.ge(v, self.v_threshold, out=fired)
-            out[t].copy_(fired)
-            v.masked_fill_(fired, 0.0)
+            spike = out[t]
+            torch.ge(v, self.v_threshold, out=spike)  # 1.0 / 0.0 written straight into the output
+            v.addcmul_(v, spike, value=-1.0)  # hard reset: v - v * s is exactly 0 where s = 1, v where s = 0
         return out
 
     def _forward_train(self, x: torch.Tensor) -> torch.Tensor:
