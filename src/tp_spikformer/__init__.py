@@ -1,6 +1,35 @@
-"""tp-spikformer: training-free token pruning (TP-Spikformer) for pretrained spiking transformers."""
+"""tp-spikformer: training-free token pruning (TP-Spikformer) for pretrained spiking transformers.
 
-from .models import create_model, list_models, load_checkpoint
+    import tp_spikformer as tp
+    model = tp.create_model("sdt_fmnist", pretrained=True)
+    print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
+"""
+
+from . import measure, pruning
+from .api import bench, compare, evaluate_variants, save_sweep_plots, sweep, visualize
+from .data import load_dataset
+from .evaluate import evaluate
+from .models import create_model, get_model_config, list_models, load_checkpoint
+from .pruning import apply_tp, get_tp_state, remove_tp
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "load_checkpoint", "__version__"]
+__all__ = [
+    "__version__",
+    "apply_tp",
+    "bench",
+    "compare",
+    "create_model",
+    "evaluate",
+    "evaluate_variants",
+    "get_model_config",
+    "get_tp_state",
+    "list_models",
+    "load_checkpoint",
+    "load_dataset",
+    "measure",
+    "pruning",
+    "remove_tp",
+    "save_sweep_plots",
+    "sweep",
+    "visualize",
+]

@@ -278,12 +278,6 @@ def _cmd_visualize(args) -> int:
     return 0
 
 
-def _cmd_train(args, finetune: bool) -> int:
-    from . import train
-
-    return train.main(args.train_args, finetune=finetune)
-
-
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -334,11 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out_args(v, "visualize")
     v.set_defaults(func=_cmd_visualize)
 
-    for name, finetune in (("train", False), ("finetune", True)):
-        t = sub.add_parser(name, help=f"{name} a model (tp-spikformer {name} --help for its options)",
-                           add_help=False)
-        t.add_argument("train_args", nargs=argparse.REMAINDER)
-        t.set_defaults(func=lambda a, ft=finetune: _cmd_train(a, ft))
+    for name in ("train", "finetune"):  # listed for --help; main() hands them to tp_spikformer.train
+        sub.add_parser(name, help=f"{name} a model, TP on or off (tp-spikformer {name} --help)", add_help=False)
 
     d = sub.add_parser("demo", help="the main job, offline: dense vs TP on the shipped models and data")
     d.add_argument("--out", default=None, help="output folder (default: tp-spikformer-demo)")
@@ -359,6 +350,11 @@ def _user_errors() -> tuple:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Set ``TP_SPIKFORMER_DEBUG=1`` to see tracebacks of user errors too."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("train", "finetune"):  # the training script parses its own options
+        from . import train
+
+        return train.main(argv[1:], finetune=argv[0] == "finetune")
     args = build_parser().parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
