@@ -8,6 +8,8 @@ run interleaved in one timing loop (warm-up, repeats, median and spread):
 * ``keep_all``     ``apply_tp(keep=1.0)``: overhead of the patch when nothing is pruned;
 * ``tp_literal``   the same pruning with the literal official C x C convolution scorer.
 
+Random weights get BatchNorm statistics under which neurons fire (``measure.make_neurons_fire``).
+
 Reported per case: img/s of each variant; the measured speedup dense/tp; the ideal speedup from counted
 MACs of what actually ran (conv, linear and attention products, measure.count_ops); realised/ideal; the
 scorer's share of the pruned forward (timed around every scorer call); the keep-all overhead; the
@@ -29,21 +31,10 @@ import time
 import torch
 
 from tp_spikformer import create_model
-from tp_spikformer.measure import benchmark, count_ops, default_input
+from tp_spikformer.measure import benchmark, count_ops, default_input, make_neurons_fire
 from tp_spikformer.pruning import apply_tp, get_scorer
 
 DEFAULT_MODELS = ["sdt_8_512_imagenet", "qkformer_10_512_imagenet", "sdt_v3_l"]
-
-
-def calibrate_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random-weight models barely fire with the official init; draw BN statistics so they do."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.normal_(0, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-            m.weight.data.uniform_(2.0, 4.0, generator=g)
-            m.bias.data.normal_(0.3, 0.3, generator=g)
 
 
 class TimedScorer:
@@ -91,7 +82,7 @@ def scorer_share(model, x, repeats: int) -> dict:
 def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official") -> dict:
     torch.manual_seed(0)
     dense = create_model(name).eval()
-    calibrate_bn(dense)
+    make_neurons_fire(dense)
     tp = copy.deepcopy(dense)
     state = apply_tp(tp, keep=keep, scorer="official")
     keep_all = copy.deepcopy(dense)

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from tp_spikformer.measure import make_neurons_fire
 from tp_spikformer.models import create_model, list_models, token_blocks
 from tp_spikformer.pruning import (
     KeepSchedule,
@@ -31,13 +32,7 @@ def tiny(name, seed=0):
 
 def _calibrate(model):
     """Random BN statistics so that neurons fire at useful rates (default init barely fires)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.normal_(0, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-            m.weight.data.uniform_(2.0, 4.0, generator=g)
-            m.bias.data.normal_(0.3, 0.3, generator=g)
+    make_neurons_fire(model, seed=1)
 
 
 def inputs(model, batch=3, seed=0):

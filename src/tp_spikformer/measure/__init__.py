@@ -15,7 +15,7 @@ from .energy import compare_dense_pruned, measure_energy, measure_many
 from .flops import cross_check_flops, flop_counter_flops
 from .ops import OpCounter, OpCounts, count_ops, iter_batches
 from .report import EnergyReport, GroupRow, LayerRow, ReportComparison, build_report, compare_reports
-from .variants import dense_variant, make_variants, pruned_variant
+from .variants import dense_variant, make_neurons_fire, make_variants, pruned_variant
 
 __all__ = [
     "ENERGY_PRESETS",
@@ -40,6 +40,7 @@ __all__ = [
     "environment",
     "flop_counter_flops",
     "iter_batches",
+    "make_neurons_fire",
     "make_variants",
     "measure_energy",
     "measure_many",

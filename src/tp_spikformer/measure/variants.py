@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ..pruning import apply_tp, remove_tp
@@ -39,3 +40,21 @@ def make_variants(
     for keep in keeps:
         variants[f"tp keep={keep}"] = pruned_variant(model, keep=keep, scorer=scorer, **tp_kwargs)
     return variants
+
+
+def make_neurons_fire(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give a randomly initialised model BatchNorm statistics under which its neurons fire (in place).
+
+    With the official initialisation (truncated normal, std 0.02) almost no neuron of a random model
+    fires, which would make speed and SOP benchmarks of random weights unrepresentative. This draws
+    ``running_mean ~ N(0, 0.2)``, ``running_var ~ U(0.5, 2)``, ``weight ~ U(2, 4)``, ``bias ~ N(0.3, 0.3)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2.0 + 2.0)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3 + 0.3)
+    return model
