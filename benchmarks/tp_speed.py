@@ -120,6 +120,8 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
             "realised_over_ideal": round(measured / ideal, 4),
             "scorer": scorer_share(tp, xb, max(3, repeats // 2)),
             "keep_all_overhead": round(med["keep_all"] / med["dense"] - 1, 4),
+            "keep_all_overhead_paired": round(r["keep_all"]["paired_ratio_median"] - 1, 4),
+            "measured_speedup_paired": round(1 / r["tp"]["paired_ratio_median"], 4),
             "literal_over_closed_form": round(med["tp_literal"] / med["tp"], 4),
         })
     return {

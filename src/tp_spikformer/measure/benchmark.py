@@ -502,6 +502,12 @@ def benchmark(
                         "throughput_per_s": bs / (lat["median"] / 1e3) if lat["median"] > 0 else float("inf"),
                         "latency_ratio": lat["median"] / base_median if base_median else None,
                         "speedup": base_median / lat["median"] if lat["median"] > 0 else None,
+                        # per round, this variant's time over the first variant's time in the same round:
+                        # neighbours in time, so slow drifts of the machine's load cancel
+                        "paired_ratio_median": statistics.median(
+                            a / b for a, b in zip(times[name], times[items[0][0]])
+                        ),
+                        "samples_ms": [1e3 * t for t in times[name]],
                     }
                     if memory:
                         entry["peak_memory_bytes"], entry["memory_method"] = peak_memory(
