@@ -13,7 +13,8 @@ Random weights get BatchNorm statistics under which neurons fire (``measure.make
 Reported per case: img/s of each variant; the measured speedup dense/tp; the ideal speedup from counted
 MACs of what actually ran (conv, linear and attention products, measure.count_ops); realised/ideal; the
 scorer's share of the pruned forward (timed around every scorer call); the keep-all overhead; the
-tp_literal/tp time ratio with a check that both select the same tokens and give the same logits.
+tp_literal/tp time ratio with a check that both select the same tokens and give the same logits. Ratios are
+given of the medians and as the median of per-round paired ratios (neighbours in time: load drifts cancel).
 
 Usage: python benchmarks/tp_speed.py [--models ...] [--batch-sizes 1 8] [--repeats 5] [--out file.json]
 Targets (issue 3): realised >= 0.9 x ideal, scorer <= 1 %, keep-all overhead <= 2 %, >= 1.3x faster than

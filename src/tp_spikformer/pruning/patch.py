@@ -15,6 +15,7 @@ When a block keeps all its tokens it simply runs its own forward, so keep-all is
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -27,6 +28,7 @@ from .select import gather_tokens, scatter_tokens, top_tokens
 from .state import BlockRecord, TPState
 
 _TP_CLASSES: dict[type, type] = {}
+_log = logging.getLogger(__name__)
 
 
 class _TPBlockMixin:
@@ -125,6 +127,8 @@ def apply_tp(
         block._tp_index = i
         block.__class__ = _tp_class(block.__class__)
     model._tp_state = state
+    _log.info("TP applied to %d blocks (%s): keep=%s scorer=%s", len(blocks), ", ".join(state.block_names),
+              state.keep, state.scorer_name)
     return state
 
 
