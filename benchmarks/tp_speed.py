@@ -12,7 +12,8 @@ Random weights get BatchNorm statistics under which neurons fire (``measure.make
 
 Reported per case: img/s of each variant; the measured speedup dense/tp; the ideal speedup from counted
 MACs of what actually ran (conv, linear and attention products, measure.count_ops); realised/ideal; the
-scorer's share of the pruned forward (timed around every scorer call); the keep-all overhead; the
+scorer's share of the pruned forward (timed around every scorer call); the keep-all overhead, measured end
+to end and derived from the patch's own cost per block call (timed on a 2x2-token input); the
 tp_literal/tp time ratio with a check that both select the same tokens and give the same logits. Ratios are
 given of the medians and as the median of per-round paired ratios (neighbours in time: load drifts cancel).
 
@@ -80,6 +81,38 @@ def scorer_share(model, x, repeats: int) -> dict:
             "calls_per_forward": timed.calls}
 
 
+def patch_overhead_us(dense, keep_all, calls: int = 2000) -> float:
+    """Extra time (microseconds) the keep-all patch adds to one block call, measured on a 2x2-token input
+    so that the block's own compute is tiny: median over 5 runs of (patched - plain) / calls."""
+    from tp_spikformer.models import token_blocks
+
+    (_, plain), (_, patched) = token_blocks(dense)[0], token_blocks(keep_all)[0]
+    x = _tiny_block_input(dense, plain)
+    diffs = []
+    with torch.inference_mode():
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                plain(x)
+            t1 = time.perf_counter()
+            for _ in range(calls):
+                patched(x)
+            t2 = time.perf_counter()
+            diffs.append(((t2 - t1) - (t1 - t0)) / calls * 1e6)
+    diffs.sort()
+    return diffs[len(diffs) // 2]
+
+
+def _tiny_block_input(model, block):
+    """A 2x2-token input of the right channel count for ``block`` (found by running the model once)."""
+    seen = {}
+    h = block.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    with torch.inference_mode():
+        model(default_input(model, 1, torch.Generator().manual_seed(3)))
+    h.remove()
+    return seen["x"][..., :2, :2].contiguous()
+
+
 def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official") -> dict:
     torch.manual_seed(0)
     dense = create_model(name).eval()
@@ -102,6 +135,7 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
     kept = [r.kept for r in state.records]
     grids = [r.grid[0] * r.grid[1] for r in state.records]
 
+    overhead_us = patch_overhead_us(dense, keep_all)
     timing = benchmark({"dense": dense, "tp": tp, "keep_all": keep_all, "tp_literal": literal},
                        batch_sizes=batch_sizes, warmup=warmup, repeats=repeats, memory=True)
     cases = []
@@ -122,6 +156,7 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
             "scorer": scorer_share(tp, xb, max(3, repeats // 2)),
             "keep_all_overhead": round(med["keep_all"] / med["dense"] - 1, 4),
             "keep_all_overhead_paired": round(r["keep_all"]["paired_ratio_median"] - 1, 4),
+            "keep_all_overhead_derived": round(overhead_us * len(kept) / (1e3 * med["dense"]), 6),
             "measured_speedup_paired": round(1 / r["tp"]["paired_ratio_median"], 4),
             "literal_over_closed_form": round(med["tp_literal"] / med["tp"], 4),
         })
@@ -132,6 +167,7 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
         "tokens_per_block": grids,
         "macs_dense_per_image": macs_dense,
         "macs_tp_per_image": macs_tp,
+        "patch_overhead_us_per_block_call": round(overhead_us, 2),
         "literal_equal_outputs": {"same_kept_tokens": same_tokens,
                                   "max_abs_logit_diff": float((out_tp - out_lit).abs().max())},
         "cases": cases,
