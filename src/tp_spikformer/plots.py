@@ -168,8 +168,9 @@ def save_token_visualization(
         ax.set_title(f"{name}: {int(m.sum())}/{m.size}", fontsize=7)
     ax = axes.flat[1 + len(masks)]
     ax.imshow(img)
-    ax.imshow(_upsample_nearest(depth.astype(np.float64), (ih, iw)), cmap="viridis", alpha=0.6,
-              vmin=0, vmax=len(masks))
+    shown = ax.imshow(_upsample_nearest(depth.astype(np.float64), (ih, iw)), cmap="viridis", alpha=0.6,
+                      vmin=0, vmax=len(masks))
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, ticks=range(len(masks) + 1))
     ax.set_title(f"token depth (0..{len(masks)} blocks)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
