@@ -108,3 +108,17 @@ def test_default_output_folder(tmp_path, monkeypatch):
                  "--warmup", "0"]) == 0
     (folder,) = os.listdir(tmp_path / "tp-spikformer-out")
     assert folder.startswith("bench-")
+
+
+def test_demo_machinery_on_tiny_models(tmp_path, capsys):
+    from tp_spikformer.demo import run_demo
+
+    assert run_demo(out=str(tmp_path), quick=True, progress=False, models=("sdt_tiny", "qkformer_tiny"),
+                    dataset="synthetic:40", pretrained=False) == 0
+    out = capsys.readouterr().out
+    assert "== summary" in out and "| sdt_tiny |" in out
+    files = set(os.listdir(tmp_path))
+    assert {"demo.json", "demo.csv", "sdt_tiny_accuracy_vs_energy.png", "qkformer_tiny_accuracy_vs_throughput.png",
+            "qkformer_tiny_tokens_0.png"} <= files
+    rows = json.loads((tmp_path / "demo.json").read_text())["rows"]
+    assert len(rows) == 2 * (1 + 2 * 3)  # dense + 2 keeps x 3 scorers, per model

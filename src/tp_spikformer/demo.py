@@ -25,19 +25,21 @@ KEEPS = (0.75, 0.5)
 SCORERS = ("official", "paper", "random")
 
 
-def run_demo(out: str | None = None, quick: bool = False, progress: bool = True) -> int:
+def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
+             models: tuple[str, ...] = DEMO_MODELS, dataset: str = "shipped", pretrained: bool = True) -> int:
+    """Run the demo; ``models``/``dataset``/``pretrained`` exist for tests (random tiny models)."""
     out = out or "tp-spikformer-demo"
     os.makedirs(out, exist_ok=True)
     limit = 500 if quick else None
     started = time.time()
     all_rows, summary = [], []
-    print(f"tp-spikformer demo: {len(DEMO_MODELS)} trained models, Fashion-MNIST test slice"
+    print(f"tp-spikformer demo: {len(models)} trained models, Fashion-MNIST test slice"
           f"{f' (first {limit} images)' if limit else ' (2,000 images)'}, keep {list(KEEPS)} x scorers "
           f"{list(SCORERS)}; threads={torch.get_num_threads()}\n")
-    for name in DEMO_MODELS:
+    for name in models:
         t0 = time.time()
-        model = create_model(name, pretrained=True).eval()
-        data = load_dataset("shipped", data_cfg=model, limit=limit)
+        model = create_model(name, pretrained=pretrained).eval()
+        data = load_dataset(dataset, data_cfg=model, limit=limit)
         result = sweep(model, data, keeps=KEEPS, scorers=SCORERS, batch_size=250, energy_batches=2,
                        speed=True, speed_batch_size=64, speed_repeats=2 if quick else 5, progress=progress,
                        dataset_name="fashion_mnist_test_slice")
@@ -47,7 +49,7 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
         for r in result.rows:
             all_rows.append(dict(r, model=name, family=model.config.family))
         summary.append(_summary_row(name, model.config.family, result.rows))
-        if name == "sdt_fmnist":
+        if name == models[min(1, len(models) - 1)]:
             images = torch.stack([data[i][0] for i in range(2)])
             visualize(model, images, out, keep=0.5, scorer="official", names=[f"{name}_tokens_{i}" for i in range(2)])
     print("== summary: top-1 % (dense -> TP at keep 0.5) and speedup measured at batch 64")
@@ -62,7 +64,8 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
         w.writeheader()
         w.writerows(all_rows)
     print(f"\nwrote {os.path.abspath(out)}: demo.json, demo.csv, <model>_accuracy_vs_energy.png, "
-          f"<model>_accuracy_vs_throughput.png, sdt_fmnist_tokens_0.png ({time.time() - started:.0f} s)")
+          f"<model>_accuracy_vs_throughput.png, {models[min(1, len(models) - 1)]}_tokens_0.png "
+          f"({time.time() - started:.0f} s)")
     return 0
 
 
