@@ -196,31 +196,33 @@ def _cmd_models(args) -> int:
 def _cmd_eval(args) -> int:
     from .api import compare
 
-    model = _load_model(args)
-    data = _load_data(args, model)
-    out = _out_dir(args, "eval")
-    result = compare(model, data, keep=args.keep, scorer=args.scorer, **_evaluate_kwargs(args, _conventions(args)))
-    print(result)
-    result.to_json(os.path.join(out, "results.json"))
-    result.to_csv(os.path.join(out, "results.csv"))
-    _write_config(out, args, model)
-    print(f"\nwrote {out}/results.json, results.csv, config.json")
-    return 0
+    return _run_comparison(args, "results", lambda model, data, kw: compare(
+        model, data, keep=args.keep, scorer=args.scorer, **kw))
 
 
 def _cmd_sweep(args) -> int:
-    from .api import save_sweep_plots, sweep
+    from .api import sweep
+
+    return _run_comparison(args, "sweep", lambda model, data, kw: sweep(
+        model, data, keeps=args.keeps, scorers=args.scorers, **kw), plots=True)
+
+
+def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
+    """Load model and data, run ``run(model, data, kwargs)``, print the table, write the files."""
+    from .api import save_sweep_plots
 
     model = _load_model(args)
     data = _load_data(args, model)
-    out = _out_dir(args, "sweep")
-    result = sweep(model, data, keeps=args.keeps, scorers=args.scorers, **_evaluate_kwargs(args, _conventions(args)))
+    out = _out_dir(args, args.command)
+    result = run(model, data, _evaluate_kwargs(args, _conventions(args)))
     print(result)
-    result.to_json(os.path.join(out, "sweep.json"))
-    result.to_csv(os.path.join(out, "sweep.csv"))
-    plots = save_sweep_plots(result, out)
+    result.to_json(os.path.join(out, f"{stem}.json"))
+    result.to_csv(os.path.join(out, f"{stem}.csv"))
+    written = [f"{stem}.json", f"{stem}.csv"]
+    if plots:
+        written += [os.path.basename(p) for p in save_sweep_plots(result, out)]
     _write_config(out, args, model)
-    print(f"\nwrote {out}/sweep.json, sweep.csv, config.json, " + ", ".join(os.path.basename(p) for p in plots))
+    print(f"\nwrote {out}/: " + ", ".join(written + ["config.json"]))
     return 0
 
 
