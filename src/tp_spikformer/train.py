@@ -56,6 +56,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .data.catalog import SHIPPED_SLICE as FMNIST_SLICE
+from .data.catalog import load_dataset, synthetic_dataset
 from .evaluate import autocast_context, evaluate, logits_of
 
 __all__ = [
@@ -170,57 +172,12 @@ def set_threads(threads: int, info: DistInfo) -> int:
 # -- data -------------------------------------------------------------------------------------------
 
 
-def synthetic_dataset(n: int = 256, size: int = 16, channels: int = 1, num_classes: int = 10, seed: int = 0):
-    """A small learnable in-memory image set: class ``k`` is a bright horizontal bar at row
-    ``k * size // num_classes`` over uniform noise (uint8). For tests and smoke runs."""
-    from .data import InMemoryImages
-
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % num_classes
-    labels = labels[torch.randperm(n, generator=g)]
-    images = torch.randint(0, 96, (n, channels, size, size), generator=g, dtype=torch.uint8)
-    band = max(1, size // num_classes)
-    for k in range(num_classes):
-        r = k * size // num_classes
-        images[labels == k, :, r : r + band, :] = 255
-    return InMemoryImages(images, labels, source=f"synthetic(n={n}, seed={seed})")
-
-
 def build_dataset(name: str, split: str, root: str | None, data_cfg: Any, limit: int | None = None):
-    """An in-memory set preprocessed to ``data_cfg`` (a model's ``DataConfig``).
-
-    ``name``: ``fashion_mnist`` | ``mnist`` | ``cifar10`` | ``cifar100`` | ``npz:<path>`` |
-    ``shipped`` (the Fashion-MNIST test slice packaged in ``assets/``) | ``synthetic[:<n>]``.
-    """
-    from . import data as D
-
-    if name == "fashion_mnist":
-        ds = D.FashionMNIST(root, split) if root else D.FashionMNIST(split=split)
-    elif name == "mnist":
-        ds = D.MNIST(root, split)
-    elif name in ("cifar10", "cifar100"):
-        if root is None:
-            raise ValueError(f"--data {name} needs --data-root (the folder with the python batches)")
-        ds = (D.CIFAR10 if name == "cifar10" else D.CIFAR100)(root, split)
-    elif name == "shipped":
-        from .models._registry import asset_path
-
-        ds = D.InMemoryImages.from_npz(asset_path(FMNIST_SLICE))
-    elif name.startswith("npz:"):
-        ds = D.InMemoryImages.from_npz(name[4:])
-    elif name.startswith("synthetic"):
-        _, _, n = name.partition(":")
-        c, h, _w = data_cfg.input_size if hasattr(data_cfg, "input_size") else (1, 16, 16)
-        ds = synthetic_dataset(int(n or 512), h, c, seed=0 if split == "train" else 1)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; use fashion_mnist, mnist, cifar10, cifar100, shipped, "
-                         "npz:<path> or synthetic[:<n>]")
-    if limit is not None:
-        ds = ds.subset(slice(0, limit))
-    return ds.with_data_config(data_cfg) if data_cfg is not None else ds
+    """The dataset ``name`` preprocessed to ``data_cfg`` (see ``tp_spikformer.data.load_dataset`` for the
+    names; in-memory sets train with batched augmentation, other map-style sets item by item)."""
+    return load_dataset(name, split, root, data_cfg, limit=limit)
 
 
-FMNIST_SLICE = "fashion_mnist/fashion_mnist_test_2000.npz"
 
 
 def _fetch(dataset: Any, idx: torch.Tensor, augment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,7 +436,8 @@ def build_parser(finetune: bool = False, prog: str | None = None) -> argparse.Ar
     tp.add_argument("--tp-mode", default="stop", choices=["stop", "drop"])
     d = p.add_argument_group("data")
     d.add_argument("--data", default="fashion_mnist",
-                   help="fashion_mnist | mnist | cifar10 | cifar100 | npz:<path> | synthetic[:<n>]")
+                   help="fashion_mnist | mnist | cifar10 | cifar100 | imagefolder | cifar10dvs | dvs128_gesture | "
+                        "npz:<path> | synthetic[:<n>] (see tp_spikformer.data.load_dataset)")
     d.add_argument("--data-root", default=None, help="dataset folder (Fashion-MNIST: Debian's by default)")
     d.add_argument("--test-data", default=None, help="evaluation set if not the --data test split "
                    "(e.g. shipped or npz:<path>)")
@@ -603,6 +561,7 @@ def run(
 
 
 def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, Any]:
+    t_start = time.perf_counter()
     threads = set_threads(args.threads, info)
     device = pick_device(args.device, info)
     amp = _resolve_amp(args.amp, device)
@@ -715,6 +674,7 @@ def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, An
 
     # loop ----------------------------------------------------------------------------------------------
     last_eval: dict[str, Any] | None = history[-1].get("test") if history else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
     epochs_this_run = 0
     data_gen = None
     for epoch in range(start_epoch, args.epochs):
@@ -726,7 +686,7 @@ def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, An
             augment.generator = aug_gen
         order = torch.randperm(n_train, generator=data_gen)
         train_model.train()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n (this rank)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (this rank)
         t_epoch = time.perf_counter()
         t_log, n_log = t_epoch, 0
         for s in range(steps_per_epoch):
@@ -740,12 +700,13 @@ def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, An
             y = y.to(device, dtype=torch.long, non_blocking=True)
             loss, out = train_step(train_model, optimizer, x, y, amp=amp, scaler=scaler,
                                    label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
-                                   clip_params=[p for p in model.parameters() if p.requires_grad])
+                                   clip_params=trainable)
             step += 1
-            with torch.no_grad():
+            with torch.no_grad():  # accumulated on the device: no host sync per step
                 nb = y.shape[0]
-                sums += torch.tensor([float(loss) * nb, float((logits_of(out).argmax(1) == y).sum()), nb],
-                                     dtype=torch.float64)
+                sums[0] += loss.double() * nb
+                sums[1] += (logits_of(out).argmax(1) == y).sum()
+                sums[2] += nb
             n_log += local_bs * info.world
             if args.log_interval and (s + 1) % args.log_interval == 0:
                 now = time.perf_counter()
@@ -756,9 +717,8 @@ def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, An
         epoch_time = time.perf_counter() - t_epoch
         train_seconds += epoch_time
         if info.distributed:
-            red = sums.to(device) if dist.get_backend() == "nccl" else sums.clone()
-            dist.all_reduce(red)
-            sums = red.cpu()
+            dist.all_reduce(sums)
+        sums = sums.cpu()
         rec: dict[str, Any] = {
             "epoch": epoch + 1, "step": step, "lr": lr,
             "train_loss": float(sums[0] / sums[2]), "train_top1": float(100 * sums[1] / sums[2]),
@@ -802,6 +762,8 @@ def _run(args, info: DistInfo, model, train_set, test_set, argv) -> dict[str, An
         "epochs": args.epochs,
         "steps": step,
         "train_seconds": train_seconds,
+        "eval_seconds": sum(h["test"]["n"] / h["test"]["images_per_s"] for h in history if "test" in h),
+        "wall_seconds_this_run": time.perf_counter() - t_start,
         "parameters": n_params,
         "frozen_unused": unused,
         "tp": None if tp_state is None else {"keep": str(tp_state.keep), "scorer": str(tp_state.scorer_name)},
