@@ -8,7 +8,7 @@ SDT-V3 has no time axis: its temporal rows are "n/a". Prints JSON.
 
 Needs the Fashion-MNIST IDX files (``apt-get install dataset-fashion-mnist`` on Debian, or --data-root).
 Usage: python benchmarks/accuracy_retention.py [--models ...] [--finetune-scorers official paper]
-       [--no-finetune] [--limit N] [--out file.json]
+       [--no-finetune] [--limit N] [--train-limit N] [--threads 1] [--out file.json]
 """
 
 from __future__ import annotations
@@ -46,17 +46,25 @@ def training_free(name: str, data, batch_size: int) -> dict:
     return rows
 
 
-def finetune(name: str, scorer: str, keep: float, data_root: str | None, limit: int | None) -> dict:
+def finetune(name: str, scorer: str, keep: float, data_root: str | None, limit: int | None,
+             train_limit: int | None) -> dict:
+    """One epoch of fine-tuning of the pruned model with train.py's fine-tuning defaults (AdamW, lr 1e-4
+    cosine to 1e-6, no warm-up), the augmentation and label smoothing of the shipped models' recipe."""
     from tp_spikformer import train
 
     with tempfile.TemporaryDirectory() as out:
         args = {"model": name, "pretrained": True, "finetune": True, "tp_keep": str(keep), "tp_scorer": scorer,
                 "epochs": 1, "output": out, "data": "fashion_mnist", "data_root": data_root,
-                "test_limit": limit, "resume": None}
+                "test_limit": limit, "train_limit": train_limit, "resume": None, "augment": "flip",
+                "label_smoothing": 0.0, "threads": torch.get_num_threads(), "log_interval": 0}
         t0 = time.time()
         metrics = train.run(args)
-    return {"top1": metrics.get("test_top1"), "seconds": round(time.time() - t0, 1), "keep": keep,
-            "scorer": scorer, "epochs": 1}
+    return {"top1": metrics["test"]["top1"], "seconds": round(time.time() - t0, 1), "keep": keep,
+            "scorer": scorer, "epochs": 1, "lr": args_used(metrics, "lr"), "train_seconds": round(metrics["train_seconds"], 1)}
+
+
+def args_used(metrics: dict, key: str):
+    return (metrics.get("args") or {}).get(key)
 
 
 def main(argv=None) -> int:
@@ -67,8 +75,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--finetune-scorers", nargs="+", default=["official"])
     p.add_argument("--no-finetune", action="store_true")
+    p.add_argument("--train-limit", type=int, default=None, help="fine-tune on the first N training images")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: a 2-thread process slows down many-fold on a shared 2-core machine)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     results = {"benchmark": "accuracy_retention", "dataset": "Fashion-MNIST test", "keeps": KEEPS,
                "torch": torch.__version__, "threads": torch.get_num_threads(), "models": {}}
     for name in args.models:
@@ -77,7 +89,7 @@ def main(argv=None) -> int:
         data = load_dataset("fashion_mnist", split="test", root=args.data_root, data_cfg=model, limit=args.limit)
         entry = {"family": model.config.family, "n": len(data), "training_free": training_free(name, data, args.batch_size)}
         if not args.no_finetune:
-            entry["finetuned_1_epoch"] = [finetune(name, s, 0.5, args.data_root, args.limit)
+            entry["finetuned_1_epoch"] = [finetune(name, s, 0.5, args.data_root, args.limit, args.train_limit)
                                           for s in args.finetune_scorers]
         entry["seconds"] = round(time.time() - t0, 1)
         results["models"][name] = entry

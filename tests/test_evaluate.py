@@ -164,14 +164,6 @@ def test_two_process_gloo_counts_every_sample_once(tmp_path):
 # -- shipped Fashion-MNIST weights ---------------------------------------------------------------------
 
 
-def _shipped(name: str) -> bool:
-    cfg = get_model_config(name)
-    try:
-        return cfg.weights is not None and bool(asset_path(cfg.weights))
-    except FileNotFoundError:
-        return False
-
-
 def test_fashion_mnist_configs_registered():
     assert set(FMNIST_MODELS) <= set(list_models("*fmnist"))
     for name in FMNIST_MODELS:
@@ -185,10 +177,7 @@ def test_fashion_mnist_configs_registered():
 
 
 def test_shipped_slice_is_the_first_2000_test_images():
-    try:
-        path = asset_path(FMNIST_SLICE)
-    except FileNotFoundError:
-        pytest.skip("the Fashion-MNIST test slice is not built yet")
+    path = asset_path(FMNIST_SLICE)
     data = InMemoryImages.from_npz(path)
     assert len(data) == 2000 and data.images.dtype == torch.uint8 and tuple(data.images.shape[1:]) == (1, 28, 28)
     assert torch.bincount(data.targets, minlength=10).min() > 150
@@ -202,9 +191,8 @@ def test_shipped_slice_is_the_first_2000_test_images():
 
 @pytest.mark.parametrize("name", FMNIST_MODELS)
 def test_shipped_weights_reach_documented_accuracy(name):
-    if not _shipped(name):
-        pytest.skip(f"no weights shipped yet for {name}")
     cfg = get_model_config(name)
+    assert cfg.weights == f"fashion_mnist/{name}.pt"  # shipped with the package (asset_path raises if absent)
     model = create_model(name, pretrained=True)  # strict loading
     data = InMemoryImages.from_npz(asset_path(FMNIST_SLICE)).with_data_config(cfg.data)
     res = evaluate(model, data, batch_size=250)
@@ -212,3 +200,9 @@ def test_shipped_weights_reach_documented_accuracy(name):
     assert res["n"] == 2000
     assert res["top1"] == pytest.approx(documented, abs=0.5), (res["top1"], documented)
     assert cfg.extra["test_top1"] >= 85.0
+
+
+def test_package_data_stays_under_20_mb():
+    root = os.path.dirname(asset_path(FMNIST_SLICE))
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.dirname(root)) for f in files)
+    assert total <= 20 * 2**20, f"assets hold {total / 2**20:.1f} MiB"

@@ -550,7 +550,8 @@ def run(
     given already preprocessed.
     """
     if isinstance(args, dict):
-        base = vars(parse_args(["--model", str(args.get("model", "?"))]))
+        # defaults of the command line (fine-tuning defaults when the dict asks to fine-tune)
+        base = vars(parse_args(["--model", str(args.get("model", "?"))], finetune=bool(args.get("finetune"))))
         base.update(args)
         args = argparse.Namespace(**base)
     info = setup_distributed(args.device)
