@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="output folder (default: tp-spikformer-demo)")
     d.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run)")
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     d.set_defaults(func=_cmd_demo)
     return p
 
