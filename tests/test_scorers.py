@@ -151,3 +151,21 @@ def test_official_spatial_depends_on_neighbourhood_only_through_sign():
     # the softmax normaliser changes with token 0's score; compare the raw ordering of the others
     assert torch.equal(changed[mask].argsort(), base.view(4, 4)[mask].argsort())
     assert math.isclose(float(base.sum()), 1.0, rel_tol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(block_inputs())
+def test_paper_spatial_equals_its_definition(case):
+    """The fast paper spatial score (separable box sums, written-out cosine) equals the definition
+    computed with avg_pool2d(count_include_pad=False) and F.cosine_similarity."""
+    import torch.nn.functional as F
+
+    x, window = case
+    t, b, c, h, w = x.shape
+    flat = x.flatten(0, 1)
+    local = F.avg_pool2d(flat, window, stride=1, padding=window // 2, count_include_pad=False)
+    dissim = 1.0 - F.cosine_similarity(flat, local, dim=1, eps=1e-6)
+    dissim = dissim.masked_fill(dissim < 16 * torch.finfo(dissim.dtype).eps, 0.0).reshape(t, b, h * w)
+    total = dissim.sum(-1, keepdim=True)
+    expected = torch.where(total > 0, dissim / total.clamp_min(1e-300), torch.full_like(dissim, 1 / (h * w)))
+    assert torch.allclose(run("spatial", x, window), expected.mean(0), rtol=0, atol=1e-12)

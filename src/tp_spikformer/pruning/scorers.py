@@ -147,6 +147,26 @@ def official_literal(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
 # -- paper ------------------------------------------------------------------------------------------
 
 
+def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over the ``window x window`` neighbourhood of every position of ``[N, C, H, W]`` (zero padding),
+    as two separable passes of shifted adds (faster on CPU than ``avg_pool2d`` or a depthwise conv)."""
+    if window % 2 == 0 or window < 1:
+        raise ValueError(f"the spatial window must be an odd positive size, got {window}")
+    r = window // 2
+    if r == 0:
+        return x.clone()
+    h, w = x.shape[-2:]
+    p = F.pad(x, (0, 0, r, r))  # rows
+    rows = p[..., 0:h, :].clone()
+    for d in range(1, window):
+        rows += p[..., d : d + h, :]
+    p = F.pad(rows, (r, r, 0, 0))  # columns
+    out = p[..., 0:w].clone()
+    for d in range(1, window):
+        out += p[..., d : d + w]
+    return out
+
+
 def _normalise_per_step(d: torch.Tensor) -> torch.Tensor:
     """Turn non-negative ``[T, B, N]`` maps into per-step distributions over tokens (uniform if all 0)."""
     total = d.sum(dim=-1, keepdim=True)
@@ -166,8 +186,13 @@ def paper_spatial(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
     _check(x)
     t, b, c, h, w = x.shape
     flat = x.flatten(0, 1)  # [T*B, C, H, W]
-    local = F.avg_pool2d(flat, ctx.window, stride=1, padding=ctx.window // 2, count_include_pad=False)
-    dissim = 1.0 - F.cosine_similarity(flat, local, dim=1, eps=COS_EPS)  # [T*B, H, W], in [0, 2]
+    counts = box_sum(flat.new_ones(1, 1, h, w), ctx.window)  # tokens inside the grid per window
+    local = box_sum(flat, ctx.window) / counts  # depthwise neighbourhood mean, [T*B, C, H, W]
+    # cosine over channels, with the norms clamped as torch.nn.functional.cosine_similarity does
+    # (written out: 10-30x faster than F.cosine_similarity on CPU)
+    dot = (flat * local).sum(dim=1)
+    norms = flat.square().sum(dim=1).sqrt().clamp_min(COS_EPS) * local.square().sum(dim=1).sqrt().clamp_min(COS_EPS)
+    dissim = 1.0 - dot / norms  # [T*B, H, W], in [0, 2]
     # rounding noise of identical directions (e.g. window 1, uniform maps) is no dissimilarity
     dissim = dissim.masked_fill(dissim < 16 * torch.finfo(dissim.dtype).eps, 0.0)
     return _normalise_per_step(dissim.reshape(t, b, h * w)).mean(dim=0)
