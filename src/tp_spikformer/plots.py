@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 DPI = 100
+STOPPED_TINT = np.array([0.95, 0.7, 0.05])  # amber overlay on stopped tokens (distinct from event colours)
 
 
 def _pyplot():
@@ -141,7 +142,7 @@ def save_token_visualization(
     title: str = "",
     panel_size: float = 2.2,
 ) -> str:
-    """One PNG: the input, each block's kept tokens over it (stopped tokens dimmed) and the token-depth map.
+    """One PNG: the input, each block's kept tokens over it (stopped tokens tinted amber) and the token-depth map.
 
     ``image`` is the sample's model input ``[C, H, W]`` (or event frames ``[T, 2, H, W]``); ``records`` the
     ``TPState.records`` of a forward that contained it at batch position ``sample``.
@@ -163,8 +164,9 @@ def save_token_visualization(
     names = list(block_names) if block_names is not None else [getattr(r, "name", f"block {i}") for i, r in enumerate(records)]
     for i, (m, name) in enumerate(zip(masks, names)):
         ax = axes.flat[1 + i]
-        shade = _upsample_nearest(m.astype(np.float64), (ih, iw))[..., None]
-        ax.imshow(img * (0.25 + 0.75 * shade))
+        kept = _upsample_nearest(m.astype(np.float64), (ih, iw))[..., None]
+        # stopped tokens: tinted (dimming alone would hide them on a black background)
+        ax.imshow(kept * img + (1.0 - kept) * (0.4 * img + 0.6 * STOPPED_TINT))
         ax.set_title(f"{name}: {int(m.sum())}/{m.size}", fontsize=7)
     ax = axes.flat[1 + len(masks)]
     ax.imshow(img)
