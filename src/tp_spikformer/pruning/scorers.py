@@ -68,8 +68,11 @@ def time_mean(x: torch.Tensor) -> torch.Tensor:
     """``x.mean(dim=0)`` of ``[T, B, C, H, W]`` as a sum of per-step slices, divided by T.
 
     Same values; fast for any memory layout (a reduction over the outer axis of a channels-last tensor
-    takes torch's slow path, about 15x slower on CPU).
+    takes torch's slow path, about 15x slower on CPU). For T = 1 it returns the view ``x[0]`` without a copy,
+    so callers must not modify the result in place.
     """
+    if x.shape[0] == 1:
+        return x[0]
     acc = x[0].clone()
     for t in range(1, x.shape[0]):
         acc += x[t]
@@ -85,7 +88,8 @@ def official_spatial_raw(x: torch.Tensor, window: int) -> torch.Tensor:
     c = xm.shape[1]
     channel_sum = xm.sum(dim=1, keepdim=True)  # [B, 1, H, W]
     box_mean = F.avg_pool2d(channel_sum, window, stride=1, padding=window // 2, count_include_pad=True)
-    x_norm = torch.linalg.vector_norm(xm, dim=1).clamp_min(COS_EPS)  # [B, H, W]
+    # written out: linalg.vector_norm over the channel axis of an NCHW tensor is ~6x slower on CPU
+    x_norm = xm.square().sum(dim=1).sqrt().clamp_min(COS_EPS)  # [B, H, W]
     m_norm = (box_mean.abs() * math.sqrt(c)).clamp_min(COS_EPS)
     sim = (channel_sum / x_norm.unsqueeze(1)) * (box_mean / m_norm)  # [B, 1, H, W]
     return sim.flatten(1)
