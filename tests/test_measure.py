@@ -472,3 +472,43 @@ def test_cpu_load_meter():
     if "other_busy_cores" in load:
         assert load["other_busy_cores"] >= 0 and 0 <= load["other_busy_fraction"] <= 1
         assert not math.isnan(load["own_busy_cores"])
+
+
+# -- tensor memory tracking ---------------------------------------------------------------------------
+
+
+def test_peak_tensor_bytes_counts_exactly_what_the_call_allocates():
+    from tp_spikformer.measure.tensor_memory import peak_tensor_bytes
+
+    # ones (4000 B) and the sum (4000 B) live together; the scalar result adds 4 B after ones is freed
+    peak, out = peak_tensor_bytes(lambda: (torch.ones(1000) + 1).sum())
+    assert peak == 8000 and out.item() == 2000
+    x = torch.zeros(1000)
+    peak, _ = peak_tensor_bytes(lambda: x.add_(1).view(10, 100)[0])  # in place and views: nothing new
+    assert peak == 0 and x[0].item() == 1
+    peak, _ = peak_tensor_bytes(lambda: [torch.empty(250) for _ in range(3)])  # all three stay alive
+    assert peak == 3000
+
+
+def test_peak_tensor_bytes_frees_and_is_deterministic():
+    from tp_spikformer.measure import peak_memory
+    from tp_spikformer.measure.tensor_memory import TensorMemoryTracker
+
+    def step():
+        a = torch.ones(1000)
+        del a
+        return torch.ones(500)
+
+    with TensorMemoryTracker() as tracker:
+        out = step()
+        assert tracker.current == 2000
+        del out
+    assert tracker.peak == 4000 and tracker.current == 0
+    model = tiny("sdt_tiny").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        first = peak_memory(lambda: model(x), "cpu")
+        second = peak_memory(lambda: model(x), "cpu")
+    assert first == second and first[0] > x.numel() * 4 and "tensor storages" in first[1]
+    with pytest.raises(ValueError, match="'tensors' or 'rss'"):
+        peak_memory(lambda: model(x), "cpu", cpu_method="vms")

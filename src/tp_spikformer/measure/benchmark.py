@@ -13,11 +13,12 @@ Protocol (``benchmark``):
   ``speedup = median_first / median``);
 * peak memory per variant and batch size, in a separate untimed forward after the timing rounds:
   CUDA: ``max_memory_allocated - memory_allocated`` before, after ``reset_peak_memory_stats`` (bytes
-  the forward added at its peak, output included); CPU (Linux): growth of the resident set during the
-  forward, ``VmHWM`` after resetting it (writing ``5`` to ``/proc/self/clear_refs``) minus ``VmRSS``
-  before, after ``gc.collect`` and ``malloc_trim``; else the growth of ``getrusage`` ``ru_maxrss``
-  (a lower bound: that peak cannot be reset). The method used is recorded with each number. CPU
-  numbers are approximate (allocator caches, other threads);
+  the forward added at its peak, output included); CPU: the same quantity for tensor storages, tracked
+  op by op (:mod:`.tensor_memory`; deterministic, excludes scratch memory inside kernels); or, with
+  ``cpu_memory="rss"``, the growth of the resident set during the forward (Linux: ``VmHWM`` after
+  resetting it by writing ``5`` to ``/proc/self/clear_refs``, minus ``VmRSS`` before, after
+  ``gc.collect`` and ``malloc_trim``; else ``getrusage`` ``ru_maxrss`` growth, a lower bound), which
+  also counts allocator caches and the Python heap and is noisy. The method is recorded with each number;
 * the environment: date, torch / Python versions, threads, device and CPU model, and the CPU load of
   OTHER processes during the timing rounds (``/proc/stat`` busy time minus this process's own CPU time
   from ``/proc/self/stat``; ``os.getloadavg`` where those are missing).
@@ -41,6 +42,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .tensor_memory import peak_tensor_bytes
 
 try:
     import resource
@@ -209,8 +212,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> tuple[int | None, str]:
-    """Bytes ``fn()`` adds at its peak on ``device`` and the method used (module docstring)."""
+def peak_memory(
+    fn: Callable[[], Any], device: torch.device | str, cpu_method: str = "tensors"
+) -> tuple[int | None, str]:
+    """Bytes ``fn()`` adds at its peak on ``device`` and the method used (module docstring).
+
+    ``cpu_method``: ``"tensors"`` (default; peak bytes of the tensor storages the call creates, tracked
+    per op, see :mod:`.tensor_memory`: deterministic) or ``"rss"`` (growth of the process's resident set:
+    includes allocator caches and the Python heap, noisy).
+    """
+    if cpu_method not in ("tensors", "rss"):
+        raise ValueError(f"cpu_method must be 'tensors' or 'rss', got {cpu_method!r}")
     device = torch.device(device)
     gc.collect()
     if device.type == "cuda":
@@ -225,6 +237,10 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> tuple[int 
             int(peak - base),
             "cuda: max_memory_allocated after reset_peak_memory_stats minus memory_allocated before",
         )
+    if cpu_method == "tensors":
+        peak, out = peak_tensor_bytes(fn)
+        del out
+        return peak, "cpu: peak bytes of the tensor storages the call created, tracked per op (dispatch mode)"
     _malloc_trim()
     rss0 = _proc_status_kb("VmRSS")
     if rss0 is not None and _reset_hwm():
@@ -404,6 +420,7 @@ def benchmark(
     device: torch.device | str | None = None,
     threads: int | None = None,
     memory: bool = True,
+    cpu_memory: str = "tensors",
     seed: int = 0,
 ) -> BenchmarkResult:
     """Latency, throughput and peak memory of model variants, interleaved (module docstring).
@@ -418,7 +435,11 @@ def benchmark(
         device: moves the variants there (in place); default: the first variant's device.
         threads: ``torch.set_num_threads`` for the run (restored afterwards).
         memory: measure peak memory (one extra untimed forward per variant and batch size).
+        cpu_memory: how to measure it on CPU: ``"tensors"`` (default, deterministic) or ``"rss"``
+            (see :func:`peak_memory`).
     """
+    if cpu_memory not in ("tensors", "rss"):
+        raise ValueError(f"cpu_memory must be 'tensors' or 'rss', got {cpu_memory!r}")
     items = _as_items(variants)
     if warmup < 0 or repeats < 1 or number < 1:
         raise ValueError(f"need warmup >= 0, repeats >= 1, number >= 1 (got {warmup}, {repeats}, {number})")
@@ -511,7 +532,7 @@ def benchmark(
                     }
                     if memory:
                         entry["peak_memory_bytes"], entry["memory_method"] = peak_memory(
-                            lambda m=m: m(x), device
+                            lambda m=m: m(x), device, cpu_memory
                         )
                     result.results.append(entry)
     finally:
