@@ -189,7 +189,7 @@ def evaluate_variants(
     bench = None
     if speed:
         sizes = sorted({1, int(speed_batch_size)})
-        bench = benchmark({name: m for name, m, _, _ in built}, batch_sizes=sizes, warmup=1,
+        bench = benchmark({name: m for name, m, _, _ in built}, batch_sizes=sizes, warmup=2,
                           repeats=speed_repeats, device=device)
         for r in rows:
             big = bench.get(r["variant"], sizes[-1])

@@ -41,7 +41,7 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
         model = create_model(name, pretrained=pretrained).eval()
         data = load_dataset(dataset, data_cfg=model, limit=limit)
         result = sweep(model, data, keeps=KEEPS, scorers=SCORERS, batch_size=250, energy_batches=2,
-                       speed=True, speed_batch_size=64, speed_repeats=2 if quick else 5, progress=progress,
+                       speed=True, speed_batch_size=64, speed_repeats=3 if quick else 15, progress=progress,
                        dataset_name="fashion_mnist_test_slice")
         print(f"== {name} ({model.config.description}) [{time.time() - t0:.0f} s]")
         print(result.to_markdown(), "\n", flush=True)
