@@ -60,11 +60,8 @@ def finetune(name: str, scorer: str, keep: float, data_root: str | None, limit: 
         t0 = time.time()
         metrics = train.run(args)
     return {"top1": metrics["test"]["top1"], "seconds": round(time.time() - t0, 1), "keep": keep,
-            "scorer": scorer, "epochs": 1, "lr": args_used(metrics, "lr"), "train_seconds": round(metrics["train_seconds"], 1)}
-
-
-def args_used(metrics: dict, key: str):
-    return (metrics.get("args") or {}).get(key)
+            "scorer": scorer, "epochs": 1, "lr": (metrics.get("args") or {}).get("lr"),
+            "train_seconds": round(metrics["train_seconds"], 1)}
 
 
 def main(argv=None) -> int:

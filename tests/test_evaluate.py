@@ -203,6 +203,6 @@ def test_shipped_weights_reach_documented_accuracy(name):
 
 
 def test_package_data_stays_under_20_mb():
-    root = os.path.dirname(asset_path(FMNIST_SLICE))
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.dirname(root)) for f in files)
+    assets = os.path.dirname(os.path.dirname(asset_path(FMNIST_SLICE)))  # .../tp_spikformer/assets
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(assets) for f in files)
     assert total <= 20 * 2**20, f"assets hold {total / 2**20:.1f} MiB"

@@ -511,4 +511,4 @@ def test_peak_tensor_bytes_frees_and_is_deterministic():
         second = peak_memory(lambda: model(x), "cpu")
     assert first == second and first[0] > x.numel() * 4 and "tensor storages" in first[1]
     with pytest.raises(ValueError, match="'tensors' or 'rss'"):
-        peak_memory(lambda: model(x), "cpu", cpu_method="vms")
+        peak_memory(lambda: model(x), "cpu", cpu_memory="vms")

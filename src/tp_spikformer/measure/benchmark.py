@@ -207,22 +207,29 @@ def _reset_hwm() -> bool:
     return bool(_CLEAR_REFS_OK)
 
 
+CPU_MEMORY_METHODS = ("tensors", "rss")
+
+
+def _check_cpu_memory(cpu_memory: str) -> None:
+    if cpu_memory not in CPU_MEMORY_METHODS:
+        raise ValueError(f"cpu_memory must be 'tensors' or 'rss', got {cpu_memory!r}")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def peak_memory(
-    fn: Callable[[], Any], device: torch.device | str, cpu_method: str = "tensors"
+    fn: Callable[[], Any], device: torch.device | str, cpu_memory: str = "tensors"
 ) -> tuple[int | None, str]:
     """Bytes ``fn()`` adds at its peak on ``device`` and the method used (module docstring).
 
-    ``cpu_method``: ``"tensors"`` (default; peak bytes of the tensor storages the call creates, tracked
+    ``cpu_memory``: ``"tensors"`` (default; peak bytes of the tensor storages the call creates, tracked
     per op, see :mod:`.tensor_memory`: deterministic) or ``"rss"`` (growth of the process's resident set:
     includes allocator caches and the Python heap, noisy).
     """
-    if cpu_method not in ("tensors", "rss"):
-        raise ValueError(f"cpu_method must be 'tensors' or 'rss', got {cpu_method!r}")
+    _check_cpu_memory(cpu_memory)
     device = torch.device(device)
     gc.collect()
     if device.type == "cuda":
@@ -237,7 +244,7 @@ def peak_memory(
             int(peak - base),
             "cuda: max_memory_allocated after reset_peak_memory_stats minus memory_allocated before",
         )
-    if cpu_method == "tensors":
+    if cpu_memory == "tensors":
         peak, out = peak_tensor_bytes(fn)
         del out
         return peak, "cpu: peak bytes of the tensor storages the call created, tracked per op (dispatch mode)"
@@ -438,8 +445,7 @@ def benchmark(
         cpu_memory: how to measure it on CPU: ``"tensors"`` (default, deterministic) or ``"rss"``
             (see :func:`peak_memory`).
     """
-    if cpu_memory not in ("tensors", "rss"):
-        raise ValueError(f"cpu_memory must be 'tensors' or 'rss', got {cpu_memory!r}")
+    _check_cpu_memory(cpu_memory)  # before the timing rounds, not after them
     items = _as_items(variants)
     if warmup < 0 or repeats < 1 or number < 1:
         raise ValueError(f"need warmup >= 0, repeats >= 1, number >= 1 (got {warmup}, {repeats}, {number})")
