@@ -109,7 +109,7 @@ def _stripes(h: int, w: int, rng: np.random.Generator, feature: float) -> np.nda
 def _clutter(h: int, w: int, rng: np.random.Generator, feature: float) -> np.ndarray:
     img = _noise(h, w, rng, feature)
     # Blob count proportional to the area in feature units, so bigger canvases keep the density.
-    n = max(1, int(round(rng.uniform(12, 30) * h * w / (feature * feature))))
+    n = max(1, round(rng.uniform(12, 30) * h * w / (feature * feature)))
     colours = random_palette(rng, n) if rng.random() < 0.5 else rng.uniform(0.1, 0.95, (n, 3))
     for k in range(n):
         sy, sx = feature * rng.uniform(0.03, 0.12, 2)
