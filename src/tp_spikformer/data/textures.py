@@ -44,11 +44,10 @@ def random_palette(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _through_palette(t: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Map ``t`` in [0, 1] ``[H, W]`` piecewise-linearly through ``palette [n, 3]`` -> ``[H, W, 3]``."""
-    n = palette.shape[0]
-    x = np.clip(t, 0.0, 1.0) * (n - 1)
-    lo = np.minimum(np.floor(x).astype(np.int64), n - 2)
-    frac = (x - lo)[..., None]
-    return palette[lo] * (1.0 - frac) + palette[lo + 1] * frac
+    stops = np.linspace(0.0, 1.0, palette.shape[0])
+    flat = t.ravel()
+    rgb = [np.interp(flat, stops, palette[:, c]) for c in range(3)]  # clamps outside [0, 1]
+    return np.stack(rgb, axis=-1).reshape(*t.shape, 3)
 
 
 def value_noise(
