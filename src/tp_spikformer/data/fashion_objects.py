@@ -154,6 +154,15 @@ class FashionObjects:
         """Class index (0..9) of item ``index``."""
         return int(self.labels[index])
 
+    def items_of(self, category: int) -> np.ndarray:
+        """Indices of the items of class ``category`` (raises if there are none)."""
+        if not 0 <= category < len(self.CLASSES):
+            raise ValueError(f"category must be in 0..{len(self.CLASSES) - 1}, got {category}")
+        items = np.flatnonzero(self.labels == category)
+        if items.size == 0:
+            raise ValueError(f"no items of class {category} ({self.CLASSES[category]}) in {self.source}")
+        return items
+
     def silhouette(self, index: int) -> np.ndarray:
         """Bool mask ``[28, 28]`` of item ``index`` at its source resolution (cached)."""
         m = self._masks.get(index)

@@ -216,7 +216,9 @@ def make_scenes(
     the test split (IDX files in ``root``, default the Debian package's). ``source="shipped"`` uses the
     packaged 2,000-image test slice instead (offline): training scenes then draw from its first 1,000
     images and validation scenes from the other 1,000, so the two never share an item. The
-    classification split holds ``train`` + ``val`` single-object scenes of the same size.
+    classification split holds ``train`` + ``val`` single-object scenes of the same size, class-balanced
+    (scene ``i`` shows class ``i % 10``), so every class folder exists once a split has 10 scenes and
+    :class:`.ImageFolder`'s label = the Fashion-MNIST class index.
 
     Command-line form (``tp-spikformer make-scenes``)::
 
@@ -273,9 +275,8 @@ def make_scenes(
         if "classification" in writers:
             single = replace(cfg, min_objects=1, max_objects=1)
             for i in range(n):
-                writers["classification"].add(
-                    COCO_SPLITS[split], scene_stem(i), generate_scene(single, i, objects[split])
-                )
+                scene = generate_scene(single, i, objects[split], category=i % len(FashionObjects.CLASSES))
+                writers["classification"].add(COCO_SPLITS[split], scene_stem(i), scene)
                 tick()
     result: dict[str, Any] = {name: w.finish() for name, w in writers.items()}
     result.update(

@@ -158,13 +158,20 @@ def _compose(
     return canvas, owner
 
 
-def generate_scene(config: SceneConfig, index: int, objects: FashionObjects) -> Scene:
-    """Scene ``index`` of ``config``, objects drawn from ``objects`` (whose split must be the config's)."""
+def generate_scene(
+    config: SceneConfig, index: int, objects: FashionObjects, category: int | None = None
+) -> Scene:
+    """Scene ``index`` of ``config``, objects drawn from ``objects`` (whose split must be the config's).
+
+    ``category`` (0..9): draw every object from that class only (class-balanced single-object
+    scenes for classification); None draws items uniformly from all of ``objects``.
+    """
     if objects.split != config.split:
         raise ValueError(
             f"the objects come from the {objects.split!r} split but the config says split={config.split!r}; "
             "train scenes must use train items and test scenes test items"
         )
+    pool = None if category is None else objects.items_of(category)
     rng = scene_rng(config, index)
     H, W = config.height, config.width
     kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
@@ -174,7 +181,7 @@ def generate_scene(config: SceneConfig, index: int, objects: FashionObjects) -> 
     placed: list[tuple[np.ndarray, int, int]] = []
     meta: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
     for _ in range(n):
-        item = int(rng.integers(objects.num_items))
+        item = int(rng.integers(objects.num_items)) if pool is None else int(pool[rng.integers(len(pool))])
         side = int(rng.integers(side_lo, side_hi + 1))
         y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
         under = background[y : y + side, x : x + side].reshape(-1, 3).mean(axis=0)
