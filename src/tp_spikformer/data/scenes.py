@@ -12,8 +12,9 @@ annotated), and the scene is composed again without it; removing an object only 
 so image, semantic map and instances always agree. A scene can therefore hold fewer than
 ``min_objects`` objects (never zero while the top object is larger than ``min_visible_area``).
 
-Everything is deterministic from ``(seed, split, index, min_objects, max_objects)``: a scene can be
-regenerated alone, in any order, by any worker. Semantic labels: 0 = background, Fashion-MNIST class
+Each scene has its own random stream keyed by ``(seed, split, index, min_objects, max_objects)``: with
+the same config and objects, scene ``i`` is the same whether generated alone, in any order or by any
+worker. Semantic labels: 0 = background, Fashion-MNIST class
 ``c`` -> ``c + 1`` (11 classes). COCO category ids are ``c + 1`` as well.
 """
 
@@ -215,11 +216,12 @@ def generate_scene(
 
 def scene_detection_target(scene: Scene) -> dict[str, Any]:
     """The scene's instances in the :class:`.coco.CocoDetection` target format: ``boxes`` ``[N, 4]``
-    xyxy float pixels, ``labels`` ``[N]`` int64 (0..9), ``image_id`` (the scene index),
+    xyxy float pixels, ``labels`` ``[N]`` int64 (0..9), ``iscrowd`` zeros, ``image_id`` (the scene index),
     ``orig_size`` ``(H, W)``."""
     return {
         "boxes": torch.from_numpy(scene.boxes_xyxy()),
         "labels": torch.from_numpy(scene.categories()),
+        "iscrowd": torch.zeros(len(scene.instances), dtype=torch.int64),
         "image_id": scene.index,
         "orig_size": (int(scene.image.shape[0]), int(scene.image.shape[1])),
     }
