@@ -6,4 +6,4 @@ configurations in the model registry (``ModelConfig.task``), so ``create_model``
 ``tp_spikformer`` is imported.
 """
 
-from . import segmentation  # noqa: F401,E402  (registers the *_semfpn configurations)
+from . import segmentation  # noqa: F401  (registers the *_semfpn configurations)

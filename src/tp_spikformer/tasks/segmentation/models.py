@@ -61,7 +61,10 @@ def build_semfpn(
     """
     single = out_indices == "single_scale"
     net = create_model(
-        backbone, checkpoint=backbone_checkpoint, features_only=True, out_indices=None if single else out_indices,
+        backbone,
+        checkpoint=backbone_checkpoint,
+        features_only=True,
+        out_indices=None if single else out_indices,
         **(backbone_kwargs or {}),
     )
     if single:
@@ -75,17 +78,34 @@ def build_semfpn(
     info = net.feature_info
     widths = [d["num_chs"] for d in info]
     neck = QFPN(widths, channels)
-    head = QFPNHead([d["reduction"] for d in info], num_classes, channels, [channels] * len(info),
-                    dropout_ratio=dropout_ratio, align_corners=align_corners)
+    head = QFPNHead(
+        [d["reduction"] for d in info],
+        num_classes,
+        channels,
+        [channels] * len(info),
+        dropout_ratio=dropout_ratio,
+        align_corners=align_corners,
+    )
     return SpikingSegmenter(net, neck, head, align_corners=align_corners)
 
 
 # -- named configurations ---------------------------------------------------------------------------
 
-ADE20K_DATA = DataConfig((3, 512, 512), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-SCENES_DATA = DataConfig((3, 128, 128), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-TINY_DATA = DataConfig((3, 64, 64), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-ADE20K_EXTRA = {"reduce_zero_label": True, "ignore_index": 255, "test_scale": (2048, 512), "crop_size": (512, 512)}
+ADE20K_DATA = DataConfig(
+    (3, 512, 512), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
+SCENES_DATA = DataConfig(
+    (3, 128, 128), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
+TINY_DATA = DataConfig(
+    (3, 64, 64), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
+ADE20K_EXTRA = {
+    "reduce_zero_label": True,
+    "ignore_index": 255,
+    "test_scale": (2048, 512),
+    "crop_size": (512, 512),
+}
 SCENES_EXTRA = {"reduce_zero_label": False, "ignore_index": 255, "crop_size": (128, 128)}
 
 
@@ -110,11 +130,16 @@ def _register(
             family=base.family,
             variant="semfpn",
             builder=build_semfpn,
-            kwargs=dict(
-                backbone=backbone, num_classes=num_classes, out_indices=out_indices, channels=channels,
-                backbone_kwargs=dict(backbone_kwargs or {}), backbone_checkpoint=None, dropout_ratio=0.0,
-                align_corners=False,
-            ),
+            kwargs={
+                "backbone": backbone,
+                "num_classes": num_classes,
+                "out_indices": out_indices,
+                "channels": channels,
+                "backbone_kwargs": dict(backbone_kwargs or {}),
+                "backbone_checkpoint": None,
+                "dropout_ratio": 0.0,
+                "align_corners": False,
+            },
             data=data,
             num_classes=num_classes,
             T=base.T,
@@ -135,7 +160,11 @@ for _size in ("t", "s", "m", "l"):
         f"sdt_v3_{_size}",
         f"Semantic FPN (QFPN + QFPNHead, 128 ch) on the SDT-V3 {_size} segmentation backbone, ADE20K 150 "
         f"classes, 512x512 crops, logits at stride 2"
-        + (f" (configs/EFSDTv2/{_OFFICIAL_SEG[_size]})" if _size in _OFFICIAL_SEG else " (no official config)"),
+        + (
+            f" (configs/EFSDTv2/{_OFFICIAL_SEG[_size]})"
+            if _size in _OFFICIAL_SEG
+            else " (no official config)"
+        ),
         ADE20K_DATA,
         ADE20K_CLASSES,
         out_indices="segmentation",
@@ -144,12 +173,48 @@ for _size in ("t", "s", "m", "l"):
     )
 
 _TINY_DESC = "tiny {} Semantic FPN for tests: 16 channels, 64x64 inputs, 11 classes"
-_register("sdt_v3_tiny_semfpn", "sdt_v3_tiny", _TINY_DESC.format("SDT-V3"), TINY_DATA, SCENE_CLASSES,
-          out_indices="segmentation", channels=16, backbone_kwargs={"layer_scale_init_value": 1e-6}, tiny=True,
-          extra=SCENES_EXTRA)
-_register("spikformer_tiny_semfpn", "spikformer_tiny", _TINY_DESC.format("Spikformer (single stride 4)"),
-          TINY_DATA, SCENE_CLASSES, out_indices="single_scale", channels=16, tiny=True, extra=SCENES_EXTRA)
-_register("sdt_tiny_semfpn", "sdt_tiny", _TINY_DESC.format("SDT-V1 (single stride 4)"),
-          TINY_DATA, SCENE_CLASSES, out_indices="single_scale", channels=16, tiny=True, extra=SCENES_EXTRA)
-_register("qkformer_tiny_semfpn", "qkformer_tiny", _TINY_DESC.format("QKFormer (strides 4/8/16)"),
-          TINY_DATA, SCENE_CLASSES, out_indices=None, channels=16, tiny=True, extra=SCENES_EXTRA)
+_register(
+    "sdt_v3_tiny_semfpn",
+    "sdt_v3_tiny",
+    _TINY_DESC.format("SDT-V3"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices="segmentation",
+    channels=16,
+    backbone_kwargs={"layer_scale_init_value": 1e-6},
+    tiny=True,
+    extra=SCENES_EXTRA,
+)
+_register(
+    "spikformer_tiny_semfpn",
+    "spikformer_tiny",
+    _TINY_DESC.format("Spikformer (single stride 4)"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices="single_scale",
+    channels=16,
+    tiny=True,
+    extra=SCENES_EXTRA,
+)
+_register(
+    "sdt_tiny_semfpn",
+    "sdt_tiny",
+    _TINY_DESC.format("SDT-V1 (single stride 4)"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices="single_scale",
+    channels=16,
+    tiny=True,
+    extra=SCENES_EXTRA,
+)
+_register(
+    "qkformer_tiny_semfpn",
+    "qkformer_tiny",
+    _TINY_DESC.format("QKFormer (strides 4/8/16)"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices=None,
+    channels=16,
+    tiny=True,
+    extra=SCENES_EXTRA,
+)

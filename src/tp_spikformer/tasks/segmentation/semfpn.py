@@ -67,17 +67,23 @@ class QFPN(nn.Module):
         super().__init__()
         in_channels = [int(c) for c in in_channels]
         if not in_channels or min(in_channels) < 1 or out_channels < 1:
-            raise ValueError(f"QFPN needs >= 1 input level with positive widths, got {in_channels} -> {out_channels}")
+            raise ValueError(
+                f"QFPN needs >= 1 input level with positive widths, got {in_channels} -> {out_channels}"
+            )
         self.in_channels, self.out_channels = in_channels, int(out_channels)
         self.lateral_convs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, out_channels, 1), nn.BatchNorm2d(out_channels)) for c in in_channels
         )
-        self.lateral_convs_spikes = nn.ModuleList(MultiSpike(NECK_SPIKE_MAX, NECK_SPIKE_NORM) for _ in in_channels)
+        self.lateral_convs_spikes = nn.ModuleList(
+            MultiSpike(NECK_SPIKE_MAX, NECK_SPIKE_NORM) for _ in in_channels
+        )
         self.fpn_convs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels))
             for _ in in_channels
         )
-        self.fpn_convs_spikes = nn.ModuleList(MultiSpike(NECK_SPIKE_MAX, NECK_SPIKE_NORM) for _ in in_channels)
+        self.fpn_convs_spikes = nn.ModuleList(
+            MultiSpike(NECK_SPIKE_MAX, NECK_SPIKE_NORM) for _ in in_channels
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # official init_cfg: Xavier (uniform) on Conv2d, bias 0
                 nn.init.xavier_uniform_(m.weight)
@@ -85,8 +91,12 @@ class QFPN(nn.Module):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != len(self.lateral_convs):
-            raise ValueError(f"QFPN was built for {len(self.lateral_convs)} levels, got {len(inputs)} feature maps")
-        laterals = [conv(spike(x)) for x, conv, spike in zip(inputs, self.lateral_convs, self.lateral_convs_spikes)]
+            raise ValueError(
+                f"QFPN was built for {len(self.lateral_convs)} levels, got {len(inputs)} feature maps"
+            )
+        laterals = [
+            conv(spike(x)) for x, conv, spike in zip(inputs, self.lateral_convs, self.lateral_convs_spikes)
+        ]
         for i in range(len(laterals) - 1, 0, -1):  # top-down: coarse into fine
             up = F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
             laterals[i - 1] = laterals[i - 1] + up  # [B, out, H_{i-1}, W_{i-1}]
@@ -128,6 +138,11 @@ class QFPNHead(nn.Module):
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
         self.feature_strides, self.in_channels, self.channels = strides, in_channels, int(channels)
         self.num_classes, self.align_corners = int(num_classes), bool(align_corners)
+        # created in the official order (BaseDecodeHead first), so the state_dict keys come in its order too
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, std=0.01)  # official init_cfg: Normal(std=0.01) on conv_seg
+        nn.init.zeros_(self.conv_seg.bias)
+        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
         self.scale_heads = nn.ModuleList()
         for stride, c_in in zip(strides, in_channels):
             layers: list[nn.Module] = []
@@ -143,10 +158,6 @@ class QFPNHead(nn.Module):
                     layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners))
             self.scale_heads.append(nn.Sequential(*layers))
         self.out_spike = MultiSpike(NECK_SPIKE_MAX, NECK_SPIKE_NORM)
-        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
-        nn.init.normal_(self.conv_seg.weight, std=0.01)  # official init_cfg: Normal(std=0.01) on conv_seg
-        nn.init.zeros_(self.conv_seg.bias)
 
     @property
     def output_stride(self) -> int:
@@ -197,9 +208,13 @@ class SpikingSegmenter(nn.Module):
         info = backbone.feature_info
         widths = [d["num_chs"] for d in info]
         if list(neck.in_channels) != widths:
-            raise ValueError(f"neck in_channels {neck.in_channels} do not match the backbone's stage widths {widths}")
+            raise ValueError(
+                f"neck in_channels {neck.in_channels} do not match the backbone's stage widths {widths}"
+            )
         if len(decode_head.feature_strides) != len(info):
-            raise ValueError(f"decode_head has {len(decode_head.feature_strides)} levels, the backbone {len(info)}")
+            raise ValueError(
+                f"decode_head has {len(decode_head.feature_strides)} levels, the backbone {len(info)}"
+            )
         self.backbone, self.neck, self.decode_head = backbone, neck, decode_head
         self.time_readout = TimeMean()
         self.align_corners = bool(align_corners)
@@ -213,6 +228,11 @@ class SpikingSegmenter(nn.Module):
     def output_stride(self) -> int:
         """Input pixels per logit side (2 for SDT-V3)."""
         return self.decode_head.output_stride
+
+    @property
+    def input_multiple(self) -> int:
+        """Image sides must be multiples of this (the backbone's rule; 16 for SDT-V3)."""
+        return int(getattr(self.backbone, "input_multiple", 1))
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's stage outputs (full layout, pruned or not; ``[T, B, C, H, W]`` where timed)."""
