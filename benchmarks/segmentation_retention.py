@@ -32,7 +32,7 @@ from torch import nn
 from tp_spikformer import create_model
 from tp_spikformer.jsonio import dumps, write_json
 from tp_spikformer.measure import benchmark, dense_variant, measure_many, pruned_variant
-from tp_spikformer.tasks.segmentation.engine import (
+from tp_spikformer.tasks.segmentation import (
     evaluate_segmentation,
     input_normalization,
     normalize_images,

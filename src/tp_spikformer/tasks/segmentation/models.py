@@ -218,3 +218,18 @@ _register(
     tiny=True,
     extra=SCENES_EXTRA,
 )
+
+_register(
+    "sdt_v3_scenes_semfpn",
+    "sdt_v3_t",
+    "small SDT-V3 Semantic FPN for the generated scenes: backbone dims 16/32/64/64, 8 heads, layer scales "
+    "1e-6, QFPN + QFPNHead at 32 channels, 128x128 canvases, 11 classes (background + Fashion-MNIST), "
+    "logits at stride 2; sized to train on this project's 2-core CPU",
+    SCENES_DATA,
+    SCENE_CLASSES,
+    out_indices="segmentation",
+    channels=32,
+    backbone_kwargs={"layer_scale_init_value": 1e-6, "embed_dim": (16, 32, 64, 64), "num_heads": 8},
+    extra=SCENES_EXTRA,
+    notes="1.11 M parameters (neck + head 0.11 M)",
+)
