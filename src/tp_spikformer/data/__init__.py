@@ -10,6 +10,12 @@ themselves); event datasets return ``[T, 2, H, W]`` count frames. Labels are int
   :class:`CIFAR10`, :class:`CIFAR100` (all :class:`InMemoryImages`), ``.npz`` slices.
 * Events: :func:`events_to_frames`, :func:`resize_frames`, :class:`CIFAR10DVS`,
   :class:`DVS128Gesture`, :class:`EventFrameFolder`.
+* Synthetic scenes: :func:`render_background` (:mod:`.textures`), :class:`FashionObjects`,
+  :class:`SceneConfig` / :func:`generate_scene` / :class:`SceneDataset` (:mod:`.scenes`),
+  :func:`make_scenes` (:mod:`.scene_writers`: ADE20K, COCO and image-folder layouts on disk).
+* Dense prediction: :class:`ADE20KDataset`, :class:`MaskFolderDataset` (:mod:`.segmentation`, items
+  ``(image, label, stem)``); :class:`CocoDetection`, :func:`letterbox`, :func:`collate_detection`
+  (:mod:`.coco`); COCO RLE in :mod:`.coco_rle`.
 * Event tracking: :class:`EventSimulator` (ESIM-style, :mod:`.esim`); :class:`TrackingDataset` /
   :class:`TrackingSequence` (FE108, VisEvent, FELT layouts, :mod:`.tracking`); AEDAT 4 files
   (:func:`read_aedat4` with the optional ``aedat`` package, :func:`write_aedat4`); representations and
@@ -24,12 +30,23 @@ from .aedat4 import read_aedat4, write_aedat4
 from .box_text import read_box_file, write_box_file
 from .catalog import load_dataset, shipped_path, synthetic_dataset
 from .cifar import CIFAR10, CIFAR10_CLASSES, CIFAR100
+from .coco import (
+    CocoDetection,
+    DetectionTrainTransform,
+    LetterboxInfo,
+    coco_results,
+    collate_detection,
+    letterbox,
+    unletterbox_boxes,
+)
+from .coco_rle import rle_decode, rle_encode
 from .errors import DatasetFormatError, DatasetNotFoundError
 from .event_datasets import CIFAR10DVS, DVS128Gesture, EventFrameFolder, per_class_split
 from .esim import EVENT_DTYPE, EventSimulator
 from .event_io import load_event_sample, read_cifar10dvs_aedat
 from .event_repr import CropTransform, GTPEncoder, crop_around, gtp_frames, jitter_box, window_count_frames
 from .events import events_to_frames, frame_index, resize_frames
+from .fashion_objects import FashionObjects
 from .functional import center_crop, hflip, normalize, resize, to_channels, to_tensor
 from .idx import find_idx_file, read_idx, write_idx
 from .image_folder import IMG_EXTENSIONS, ImageFolder, pil_loader
@@ -46,6 +63,15 @@ from .mnist import (
     read_idx_split,
 )
 from .presets import build_eval_transform, build_train_transform, eval_resize_size
+from .scene_writers import class_folder_names, make_scenes
+from .scenes import SEMANTIC_CLASSES, Scene, SceneConfig, SceneDataset, SceneObject, generate_scene
+from .segmentation import (
+    ADE20KDataset,
+    MaskFolderDataset,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+)
+from .textures import BACKGROUND_KINDS, render_background
 from .tracking import TrackingDataset, TrackingSequence, write_tracking_sequence
 from .transforms import (
     BatchAugment,
@@ -64,6 +90,30 @@ from .transforms import (
 )
 
 __all__ = [
+    "ADE20KDataset",
+    "BACKGROUND_KINDS",
+    "CocoDetection",
+    "DetectionTrainTransform",
+    "FashionObjects",
+    "LetterboxInfo",
+    "MaskFolderDataset",
+    "SEMANTIC_CLASSES",
+    "Scene",
+    "SceneConfig",
+    "SceneDataset",
+    "SceneObject",
+    "SegmentationEvalTransform",
+    "SegmentationTrainTransform",
+    "class_folder_names",
+    "coco_results",
+    "collate_detection",
+    "generate_scene",
+    "letterbox",
+    "make_scenes",
+    "render_background",
+    "rle_decode",
+    "rle_encode",
+    "unletterbox_boxes",
     "load_dataset",
     "shipped_path",
     "synthetic_dataset",
