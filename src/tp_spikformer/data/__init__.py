@@ -20,7 +20,8 @@ themselves); event datasets return ``[T, 2, H, W]`` count frames. Labels are int
   :class:`TrackingSequence` (FE108, VisEvent, FELT layouts, :mod:`.tracking`); AEDAT 4 files
   (:func:`read_aedat4` with the optional ``aedat`` package, :func:`write_aedat4`); representations and
   crops (:func:`window_count_frames`, :class:`GTPEncoder`, :func:`gtp_frames`, :func:`crop_around`,
-  :mod:`.event_repr`); box text files (:func:`read_box_file`, :func:`write_box_file`).
+  :mod:`.event_repr`); box text files (:func:`read_box_file`, :func:`write_box_file`); the synthetic
+  tracking set (:func:`make_tracking_dataset`, :mod:`.tracking_synth`).
 
 This package never imports ``tp_spikformer.models``: configurations are read by duck typing.
 """
@@ -73,6 +74,7 @@ from .segmentation import (
 )
 from .textures import BACKGROUND_KINDS, render_background
 from .tracking import TrackingDataset, TrackingSequence, write_tracking_sequence
+from .tracking_synth import TrackingSynthConfig, generate_sequence, make_tracking_dataset
 from .transforms import (
     BatchAugment,
     CenterCrop,
@@ -154,6 +156,7 @@ __all__ = [
     "ToTensor",
     "TrackingDataset",
     "TrackingSequence",
+    "TrackingSynthConfig",
     "build_eval_transform",
     "build_train_transform",
     "center_crop",
@@ -163,11 +166,13 @@ __all__ = [
     "events_to_frames",
     "find_idx_file",
     "frame_index",
+    "generate_sequence",
     "gtp_frames",
     "hflip",
     "jitter_box",
     "load_event_sample",
     "load_npz_slice",
+    "make_tracking_dataset",
     "normalize",
     "per_class_split",
     "pil_loader",

@@ -107,7 +107,8 @@ class GTPEncoder:
     ):
         if order not in GTP_ORDERS:
             raise ValueError(
-                f"order must be 'pnh' ([ON, OFF, trajectory]) or 'hnp' (SDTrack's network order), got '{order}'"
+                "order must be 'pnh' ([ON, OFF, trajectory]) or 'hnp' (SDTrack's network order), "
+                f"got '{order}'"
             )
         self.sensor_size = _hw(sensor_size)
         self.stack_amount = float(stack_amount)

@@ -419,7 +419,10 @@ class TrackingDataset:
         return iter(self.sequences)
 
     def __repr__(self) -> str:
-        return f"TrackingDataset('{self.root}', layout='{self.layout}', split='{self.split}', sequences={len(self)})"
+        return (
+            f"TrackingDataset('{self.root}', layout='{self.layout}', split='{self.split}', "
+            f"sequences={len(self)})"
+        )
 
 
 def write_tracking_sequence(
@@ -432,9 +435,10 @@ def write_tracking_sequence(
     event_format: str = "npz",
     meta: dict[str, Any] | None = None,
 ) -> str:
-    """Write one sequence folder: events (``events.npz`` with t/x/y/p, or ``.aedat4`` named as the layout
-    wants, with a frame stream at the window bounds), the ground-truth box file and ``meta.json``
-    (``sensor_size``, ``frame_timestamps_us`` = ``bounds_us`` (N + 1), plus ``meta``). Returns the folder."""
+    """Write one sequence folder and return it: the events (``events.npz`` with t/x/y/p, zip-compressed,
+    or ``.aedat4`` named as the layout wants, with a frame stream at the window bounds), the ground-truth
+    box file and ``meta.json`` (``sensor_size``, ``frame_timestamps_us`` = ``bounds_us`` (N + 1), plus
+    ``meta``)."""
     layout = _check_layout(layout)
     if event_format not in ("npz", "aedat4"):
         raise ValueError(f"event_format must be 'npz' or 'aedat4', got '{event_format}'")
@@ -449,7 +453,7 @@ def write_tracking_sequence(
     os.makedirs(folder, exist_ok=True)
     ev = event_fields(events)
     if event_format == "npz":
-        np.savez(
+        np.savez_compressed(
             os.path.join(folder, "events.npz"),
             t=ev["t"].astype(np.int64),
             x=ev["x"].astype(np.uint16),
