@@ -55,6 +55,11 @@ def test_npz_sequence_in_fe108_layout(tmp_path):
     assert len(streamed) == 4 and torch.equal(streamed[3], seq.count_frames(3))
     meta = json.loads((tmp_path / "train" / "seq_a" / "meta.json").read_text())
     assert meta["fps"] == 1000 and meta["frame_timestamps_us"] == BOUNDS
+    assert seq._events is not None  # cached after the first use
+    seq.release()
+    assert seq._events is None
+    lean = TrackingDataset(tmp_path, "fe108", "train", cache_events=False)["seq_a"]
+    assert np.array_equal(lean.events(2), seq.events(2)) and lean._events is None
 
 
 def test_pre_converted_png_frames_fe108_and_visevent_numbering(tmp_path):

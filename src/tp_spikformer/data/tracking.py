@@ -96,7 +96,9 @@ class TrackingSequence:
 
     ``layout``: "fe108", "visevent" or "felt" (file names, see the module docstring); ``frames_dir``: an
     SDTrack frame folder name (e.g. ``inter1_stack_3008``) to read with :meth:`png_frames`; ``root``: the
-    dataset root (where FE108's ``pair.txt`` is; default two folders up).
+    dataset root (where FE108's ``pair.txt`` is; default two folders up); ``cache_events``: keep the
+    decoded events in memory after the first use (else they are read again for every call; see
+    :meth:`release`).
 
     Frames: :meth:`events` (window i or all), :meth:`count_frames` ``[T, 2, H, W]``, :meth:`gtp_frames`
     ``[n, T, 3, H, W]`` (exact: computed from frame 0 so the trajectory state is right),
@@ -109,9 +111,11 @@ class TrackingSequence:
         layout: str = "fe108",
         frames_dir: str | None = None,
         root: str | os.PathLike | None = None,
+        cache_events: bool = True,
     ):
         self.layout = _check_layout(layout)
         self.path = os.fspath(path)
+        self.cache_events = cache_events
         self.name = os.path.basename(os.path.normpath(self.path))
         self.root = os.fspath(root) if root is not None else os.path.dirname(os.path.dirname(self.path))
         self.frames_dir = frames_dir
@@ -198,8 +202,13 @@ class TrackingSequence:
             ev = self._load_aedat(self.event_file)
         if ev.size and not np.all(ev["t"][1:] >= ev["t"][:-1]):
             ev = ev[np.argsort(ev["t"], kind="stable")]
-        self._events = ev
+        if self.cache_events:
+            self._events = ev
         return ev
+
+    def release(self) -> None:
+        """Drop the cached events (they are read again on the next use)."""
+        self._events = None
 
     def _load_npz(self, path: str) -> np.ndarray:
         with np.load(path, allow_pickle=False) as z:
@@ -367,8 +376,9 @@ class TrackingDataset:
     """The sequences of ``<root>/<split>/`` in one of :data:`LAYOUTS` (sorted by folder name).
 
     Every sub-folder must be a sequence (ground-truth file present); ``frames_dir`` selects SDTrack's PNG
-    frames; ``sequences`` restricts to the given names (in that order). Indexing gives
-    :class:`TrackingSequence` objects (ground truth read at construction, events on first use).
+    frames; ``sequences`` restricts to the given names (in that order); ``cache_events`` as in
+    :class:`TrackingSequence`. Indexing gives :class:`TrackingSequence` objects (ground truth read at
+    construction, events on first use).
     """
 
     def __init__(
@@ -378,6 +388,7 @@ class TrackingDataset:
         split: str = "train",
         frames_dir: str | None = None,
         sequences: Sequence[str] | None = None,
+        cache_events: bool = True,
     ):
         self.layout = _check_layout(layout)
         text = LAYOUT_TEXT[layout]
@@ -396,7 +407,8 @@ class TrackingDataset:
         if not names:
             raise DatasetNotFoundError(f"split folder {folder} has no sequence folders ({text})")
         self.sequences = [
-            TrackingSequence(os.path.join(folder, n), layout, frames_dir, self.root) for n in names
+            TrackingSequence(os.path.join(folder, n), layout, frames_dir, self.root, cache_events)
+            for n in names
         ]
 
     @property
