@@ -1,6 +1,8 @@
-"""Model zoo: four spiking-transformer families that load official checkpoints key for key."""
+"""Model zoo: six spiking-transformer families that load official checkpoints key for key."""
 
 from . import qkformer, sdt, sdt_v3, spikformer  # noqa: F401  (importing a family registers its configurations)
+from . import sdt_v2  # noqa: F401
+from . import spikingformer  # noqa: F401
 from . import fashion_mnist  # noqa: F401  (small Fashion-MNIST configurations with shipped weights)
 from ._registry import (
     DataConfig,
