@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tp_spikformer.measure import make_neurons_fire
-from tp_spikformer.models import create_model, list_models, token_blocks
+from tp_spikformer.models import create_model, get_model_config, list_models, token_blocks
 from tp_spikformer.pruning import (
     KeepSchedule,
     apply_tp,
@@ -261,7 +261,7 @@ def test_official_schedule_on_full_configs():
         assert [state.keep.count(i, *g) for i, g in enumerate(grids)] == kept
 
 
-@pytest.mark.parametrize("name", ["sdt_tiny", "spikformer_tiny"])
+@pytest.mark.parametrize("name", ["sdt_tiny", "spikformer_tiny", "spikingformer_tiny"])
 def test_drop_mode_removes_tokens(name):
     if name not in TINY:
         pytest.skip(f"{name} not registered")
@@ -278,7 +278,7 @@ def test_drop_mode_removes_tokens(name):
         model(x)
 
 
-@pytest.mark.parametrize("name", [n for n in TINY if not n.startswith(("sdt_tiny", "spikformer"))])
+@pytest.mark.parametrize("name", [n for n in TINY if not get_model_config(n).builder.supports_token_drop])
 def test_drop_mode_refused_for_hierarchical_models(name):
     with pytest.raises(ValueError, match="mode='stop'"):
         apply_tp(tiny(name), keep=0.5, mode="drop")
