@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tp_spikformer.models import build_from_official_kwargs, create_model, get_model_config, list_models, token_blocks
-from tp_spikformer.pruning import PRESETS, KeepSchedule, apply_tp
+from tp_spikformer.pruning import KeepSchedule, apply_tp
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
@@ -33,7 +33,7 @@ def case_report(path: Path) -> dict:
            "input": list(case["input"].shape), "dense_max_abs_diff": float((out - case["output"]).abs().max())}
     if "tp" in case:
         tp = case["tp"]
-        state = apply_tp(model, keep=KeepSchedule(PRESETS[case["family"]].keep.rule, tuple(tp["k_values"])))
+        state = apply_tp(model, keep=KeepSchedule(model.tp_defaults(len(tp["k_values"])).keep_rule, tuple(tp["k_values"])))
         with torch.no_grad():
             out = model(case["input"])
         blocks = [b for _, b in token_blocks(model)]

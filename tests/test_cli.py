@@ -75,7 +75,6 @@ def test_visualize_writes_pngs(tmp_path):
         (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--device", "cuda:7"], "CUDA is not available"),
         (["eval", "--model", "qkformer_tiny", "--dataset", "synthetic:8", "--keep", "0.5", "--mode", "drop"],
          "mode='stop'"),
-        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "official"], "for 8 blocks"),
         (["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "9"], "out of range"),
         (["models", "zzz*"], "no model matches"),
     ],

@@ -5,7 +5,7 @@ import torch
 from reference import load_case, reference_cases
 from test_reference_models import TOLERANCE, build_case_model
 
-from tp_spikformer.pruning import PRESETS, KeepSchedule, apply_tp
+from tp_spikformer.pruning import KeepSchedule, apply_tp
 
 
 def tp_cases():
@@ -16,7 +16,7 @@ def patched_case(path, scorer="official"):
     case = load_case(path)
     tp = case["tp"]
     model = build_case_model(case)
-    rule = PRESETS[case["family"]].keep.rule  # side (SDT-V1) or side_ratio (QKFormer, SDT-V3)
+    rule = model.tp_defaults(len(tp["k_values"])).keep_rule  # side (SDT-V1) or side_ratio (QKFormer, SDT-V3)
     state = apply_tp(model, keep=KeepSchedule(rule, tuple(tp["k_values"])), scorer=scorer)
     with torch.no_grad():
         out = model(case["input"])

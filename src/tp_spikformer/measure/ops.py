@@ -457,12 +457,9 @@ class OpCounter:
             return
         name, batch, tokens = self._block_stack.pop()
         total = kept = tokens
-        if is_patched(self.model):
-            state = get_tp_state(self.model)
-            rec = None
-            if name in state.block_names:
-                i = state.block_names.index(name)
-                rec = state.records[i] if i < len(state.records) else None
+        st = block.__dict__.get("_tp_state")  # the block's own TP state (also when a sub-model was patched)
+        if st is not None:
+            rec = st.last_record(st.block_names[block._tp_index])
             if rec is not None:
                 total, kept = rec.total, rec.kept
         g = self.groups[name]

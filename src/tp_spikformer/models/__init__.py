@@ -15,9 +15,11 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
-from .protocol import TokenBlock, token_blocks
+from .protocol import BlockPart, TokenBlock, TPDefaults, token_blocks
 
 __all__ = [
+    "BlockPart",
+    "TPDefaults",
     "CheckpointError",
     "DataConfig",
     "ModelConfig",

@@ -122,7 +122,13 @@ def get_model_config(name: str) -> ModelConfig:
 
 
 def create_model(
-    name: str, checkpoint: Any = None, strict: bool = True, pretrained: bool = False, **overrides: Any
+    name: str,
+    checkpoint: Any = None,
+    strict: bool = True,
+    pretrained: bool = False,
+    features_only: bool = False,
+    out_indices: Any = None,
+    **overrides: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading a checkpoint (file path or state dict).
 
@@ -131,6 +137,12 @@ def create_model(
     ``overrides`` replace constructor arguments of the named configuration (e.g. ``T=2``,
     ``num_classes=100``); an unknown one raises and lists the valid ones. Loading is strict: any
     missing, unexpected or mis-shaped key raises (see ``tp_spikformer.models.checkpoint``).
+
+    ``features_only=True`` returns the backbone (timm's convention): the classifier is deleted and the
+    forward returns the stage outputs ``out_indices`` (None: all; an int n: the last n; a list; or a named
+    layout such as SDT-V3's ``"detection"`` / ``"segmentation"``); ``model.feature_info`` describes them. A
+    classification checkpoint loads into it (the head keys are dropped and reported), and so does a
+    detector/segmenter/tracker checkpoint (its ``backbone.`` keys).
     """
     cfg = get_model_config(name)
     if pretrained:
@@ -145,6 +157,12 @@ def create_model(
         checkpoint = asset_path(cfg.weights)
     kwargs = cfg.build_kwargs(**overrides)
     model = cfg.builder(**kwargs)
+    if features_only:
+        if not hasattr(model, "as_backbone"):
+            raise ValueError(f"'{name}' has no stage features (features_only=True needs a SpikingTransformer)")
+        model.as_backbone(out_indices)
+    elif out_indices is not None:
+        raise ValueError("out_indices selects backbone stage outputs: pass it with features_only=True")
     model_t = getattr(model, "T", None)  # None for frame models that take T from the input
     model.config = replace(
         cfg,

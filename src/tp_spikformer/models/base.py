@@ -1,9 +1,20 @@
-"""The model contract shared by all families: input checks, ``forward_features`` and ``forward_head``."""
+"""The model contract shared by all families: input checks, stage features, ``forward_head``, TP defaults.
+
+Stage features follow timm's convention: ``feature_info`` (a list of dicts with ``num_chs``, ``reduction``,
+``module``), ``forward_intermediates(x, indices)`` and ``create_model(name, features_only=True,
+out_indices=...)``, whose forward returns the list of stage outputs. Families with a time axis return
+``[T, B, C, H, W]`` maps (a head decides how to read time), SDT-V3 ``[B, C, H, W]``. The maps always have the
+full token layout, pruned or not (stopped tokens stay in place).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import Any
+
 import torch
 from torch import nn
+
 
 
 class SpikingTransformer(nn.Module):
@@ -20,6 +31,8 @@ class SpikingTransformer(nn.Module):
     """
 
     family: str = ""
+    # Families also define ``tp_defaults(num_blocks) -> protocol.TPDefaults`` (scorer window, official keep
+    # schedule); without it the pruning patch falls back to window 3 and logs that it did.
     T: int | None = None
     in_channels: int = 3
     fixed_input_size: tuple[int, int] | None = None
@@ -31,6 +44,15 @@ class SpikingTransformer(nn.Module):
     supports_token_drop: bool = False
     # run in channels-last memory order (same results, faster stems); set False for contiguous NCHW
     channels_last: bool = True
+    # NaN/Inf input check: always on CPU; on accelerators only on the first forward (a device-to-host sync)
+    # unless check_inputs is True
+    check_inputs: bool = False
+    # modules that only the classifier uses; a features_only backbone deletes them (their keys disappear)
+    head_modules: tuple[str, ...] = ("head",)
+    # named out_indices, e.g. SDT-V3's {"detection": (1, 2, 3, 4), "segmentation": (0, 1, 2, 4)}
+    feature_layouts: dict[str, tuple[int, ...]] = {}
+    features_only: bool = False
+    out_indices: tuple[int, ...] | None = None
     # Checkpoint filter: regular expressions of state_dict keys the official code builds but never uses.
     # A checkpoint may lack them (e.g. a re-export that dropped them) and still load strictly.
     unused_keys: tuple[str, ...] = ()
@@ -68,13 +90,20 @@ class SpikingTransformer(nn.Module):
         self._check_size(h, w)
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got {x.dtype}; convert with x.float()")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("input contains NaN or Inf values; clean or re-normalise the data first")
+        self._check_finite(x)
         if x.dim() == 5:
             x = x.transpose(0, 1)  # [T, B, C, H, W]
         elif self.T is not None:
             x = x.unsqueeze(0).expand(self.T, *x.shape)  # [T, B, C, H, W]
         return self._memory_format(x)
+
+    def _check_finite(self, x: torch.Tensor) -> None:
+        """NaN/Inf check without a host-device sync on the hot path (see ``check_inputs``)."""
+        if x.device.type != "cpu" and not self.check_inputs and self.__dict__.get("_finite_checked", False):
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input contains NaN or Inf values; clean or re-normalise the data first")
+        self.__dict__["_finite_checked"] = True
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """Channels innermost (NHWC strides per image) when ``channels_last``, else contiguous.
@@ -111,11 +140,99 @@ class SpikingTransformer(nn.Module):
             )
 
     # -- contract ----------------------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def stage_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:  # pragma: no cover - abstract
+        """Check ``x`` and yield the output of every entry of :meth:`stage_info`, in order."""
         raise NotImplementedError
+
+    def stage_info(self) -> list[dict[str, Any]]:  # pragma: no cover - abstract
+        """One dict per stage output: ``num_chs``, ``reduction`` (input pixels per token side), ``module``."""
+        raise NotImplementedError
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """The stage outputs (timm's convention), each with ``index``, ``num_chs``, ``reduction``, ``module``
+        and ``time_axis`` (True: ``[T, B, C, H, W]``); a ``features_only`` model lists only its
+        ``out_indices``, in the order its forward returns them."""
+        info = [dict(d, index=i, time_axis=self.T is not None or self.event_input) for i, d in enumerate(self.stage_info())]
+        if self.features_only:
+            return [info[i] for i in self.out_indices]
+        return info
+
+    def resolve_indices(self, indices: int | str | Sequence[int] | None) -> tuple[int, ...]:
+        """Stage indices from ``None`` (all), an int ``n`` (the last n), a name of ``feature_layouts`` or a
+        sequence (negative values count from the end). Raises with the valid range."""
+        n = len(self.stage_info())
+        if indices is None:
+            return tuple(range(n))
+        if isinstance(indices, str):
+            if indices not in self.feature_layouts:
+                raise ValueError(
+                    f"unknown feature layout {indices!r} for {type(self).__name__}; named layouts: "
+                    f"{sorted(self.feature_layouts) or 'none'} (or pass stage indices 0..{n - 1})"
+                )
+            return tuple(self.feature_layouts[indices])
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            if not 1 <= indices <= n:
+                raise ValueError(f"indices={indices}: this model has {n} stage outputs; take the last 1..{n}")
+            return tuple(range(n - indices, n))
+        out = []
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+                raise ValueError(f"stage index {i!r} out of range: {type(self).__name__} has stages 0..{n - 1}")
+            out.append(i % n)
+        if not out:
+            raise ValueError("out_indices must name at least one stage")
+        return tuple(out)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input as ``forward``; the last stage's full token grid (``[T, B, C, H, W]`` or ``[B, C, H, W]``)."""
+        out = None
+        for out in self.stage_outputs(x):
+            pass
+        return out
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | str | Sequence[int] | None = None,
+        *,
+        intermediates_only: bool = False,
+        stop_early: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs ``indices`` (see :meth:`resolve_indices`) in the full token layout, pruned or not.
+
+        Returns ``(final_features, intermediates)``, or only the list with ``intermediates_only=True``;
+        ``stop_early`` (with ``intermediates_only``) skips the stages after the last one asked for.
+        """
+        wanted = self.resolve_indices(indices)
+        if stop_early and not intermediates_only:
+            raise ValueError("stop_early=True needs intermediates_only=True (the final features need every stage)")
+        last = max(wanted) if stop_early else None
+        outputs: dict[int, torch.Tensor] = {}
+        final = None
+        for i, final in enumerate(self.stage_outputs(x)):
+            if i in wanted:
+                outputs[i] = final
+            if last is not None and i == last:
+                break
+        intermediates = [outputs[i] for i in wanted]
+        return intermediates if intermediates_only else (final, intermediates)
+
+    def as_backbone(self, out_indices: int | str | Sequence[int] | None = None) -> "SpikingTransformer":
+        """Turn this model into a ``features_only`` backbone in place: the head modules are deleted (their
+        keys leave the state dict) and ``forward`` returns the stage outputs ``out_indices``."""
+        self.out_indices = self.resolve_indices(out_indices)
+        for name in self.head_modules:
+            if name in self._modules:
+                del self._modules[name]
+        self.features_only = True
+        return self
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x, self.out_indices, intermediates_only=True, stop_early=True)
         return self.forward_head(self.forward_features(x))
+

@@ -9,6 +9,7 @@ globals; nothing else is ever unpickled unless the caller says the file is trust
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pathlib
 import re
@@ -20,6 +21,9 @@ from torch import nn
 
 CONTAINER_KEYS = ("state_dict", "model", "module", "net")
 SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath]
+
+
+_log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -107,22 +111,66 @@ def load_checkpoint(
     """Load ``checkpoint`` (path, checkpoint dict or state dict) into ``model``, strictly by default.
 
     Keys the official code builds but never uses may be absent from the file (``model.unused_keys``,
-    regular expressions; they keep their initial values). Any other mismatch raises
+    regular expressions; they keep their initial values), and so may keys that only a variant adds
+    (``model.init_only_keys``, e.g. the segmentation backbone's layer scales: reported as ``initialised``).
+    A ``features_only`` backbone drops the classifier's keys (reported as ``dropped_head``); a checkpoint of
+    a detector, segmenter or tracker gives its ``backbone.`` keys (the rest is reported as ``ignored``).
+    Any other mismatch raises
     :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys and the registered
     configuration the weights fit best.
     ``strict=False`` loads what fits and returns the report in ``model.load_report`` instead.
     """
     obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     state = extract_state_dict(obj, use_ema=use_ema)
+    state, ignored = select_backbone(model, state)
+    state, dropped = drop_head_keys(model, state)
     report = compare_state_dict(model, state)
     unused = [re.compile(p) for p in getattr(model, "unused_keys", ())]
-    missing = [k for k in report["missing"] if not any(p.fullmatch(k) for p in unused)]
+    init_only = [re.compile(p) for p in getattr(model, "init_only_keys", ())]
+    initialised = [k for k in report["missing"] if any(p.fullmatch(k) for p in init_only)]
+    missing = [k for k in report["missing"] if not any(p.fullmatch(k) for p in unused + init_only)]
     if strict and (missing or report["unexpected"] or report["mismatched"]):
         raise CheckpointError(_describe_mismatch(model, state, missing, report))
     mismatched = {k for k, _, _ in report["mismatched"]}
     model.load_state_dict(OrderedDict((k, v) for k, v in state.items() if k not in mismatched), strict=False)
-    model.load_report = dict(report, missing=missing)
+    model.load_report = dict(report, missing=missing, dropped_head=dropped, ignored=ignored, initialised=initialised)
+    for what, keys in (("classifier keys dropped (features_only backbone)", dropped),
+                       ("keys outside the backbone ignored", ignored),
+                       ("keys absent from the checkpoint, kept at their initial value", initialised)):
+        if keys:
+            _log.info("%s%s: %d %s: %s", type(model).__name__, _config_name(model), len(keys), what, _show(keys))
     return model
+
+
+BACKBONE_PREFIX = "backbone."
+
+
+def select_backbone(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
+    """A detector/segmenter/tracker checkpoint (mmdet/mmseg ``state_dict``, SDTrack ``net``) loaded into a
+    backbone: keep the keys under ``backbone.`` with that prefix removed (by name, never by length) and
+    return the others (neck, heads) as ignored. A model with its own ``backbone.`` keys loads unchanged."""
+    if not any(k.startswith(BACKBONE_PREFIX) for k in state):
+        return OrderedDict(state), []
+    if any(k.startswith(BACKBONE_PREFIX) for k in model.state_dict()):
+        return OrderedDict(state), []
+    kept = OrderedDict((k[len(BACKBONE_PREFIX):], v) for k, v in state.items() if k.startswith(BACKBONE_PREFIX))
+    return kept, [k for k in state if not k.startswith(BACKBONE_PREFIX)]
+
+
+def drop_head_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
+    """A classification checkpoint loaded into a ``features_only`` backbone: drop the keys of the deleted
+    head modules (``model.head_modules``) and return their names."""
+    if not getattr(model, "features_only", False):
+        return OrderedDict(state), []
+    heads = tuple(getattr(model, "head_modules", ()))
+    own = model.state_dict()
+    is_head = lambda k: k not in own and k.split(".", 1)[0] in heads  # noqa: E731
+    return OrderedDict((k, v) for k, v in state.items() if not is_head(k)), [k for k in state if is_head(k)]
+
+
+def _show(items, n: int = 8) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
 def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, list]:
@@ -140,9 +188,7 @@ def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> d
 
 
 def _describe_mismatch(model, state, missing, report) -> str:
-    def show(items, n=8):
-        items = list(items)
-        return ", ".join(map(str, items[:n])) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")
+    show = _show
 
     lines = [f"checkpoint does not fit {type(model).__name__}" + _config_name(model) + ":"]
     if missing:

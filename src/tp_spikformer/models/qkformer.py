@@ -72,7 +72,7 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import LIF, SpikeProduct, pointwise_conv_bn
-from .protocol import TokenBlock
+from .protocol import TokenBlock, TPDefaults
 
 REPO = "zhouchenlin2096/QKFormer@c2a00e8"
 PROJ_LIF_MODES = ("batch_coupled", "per_sample")
@@ -416,14 +416,36 @@ class _QKFormerBase(SpikingTransformer):
     def _last_stage_blocks(self) -> list[SpikingTransformerBlock]:
         return [m for m in self.modules() if isinstance(m, SpikingTransformerBlock)]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Input as ``forward``; returns the last stage's token grid ``[T, B, C, H', W']``."""
+    def stage_info(self) -> list[dict]:
+        """One output per stage (after its patch embedding and blocks): ``[T, B, C_s, H/r_s, W/r_s]``."""
+        info, r = [], 1
+        for pe_name, stage_name in self._stages:
+            pe = getattr(self, pe_name)
+            r *= pe.downsample
+            module = stage_name if len(getattr(self, stage_name)) else pe_name
+            info.append({"num_chs": pe.proj_res_bn.num_features, "reduction": r, "module": module})
+        return info
+
+    def stage_outputs(self, x: torch.Tensor):
         x = self.prepare_input(x)  # [T, B, C, H, W]
         for pe_name, stage_name in self._stages:
             x = getattr(self, pe_name)(x)
             for blk in getattr(self, stage_name):
                 x = blk(x)
-        return x
+            yield x  # [T, B, C_s, H_s, W_s]
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """Official TP code (``qk_drop/qkformer.py``): window 7; side ratios 0.9, 0.9, 0.8 x 5, 0.75 x 3 for
+        QKFormer-10 (1 + 2 + 7 blocks). Other depths: 62 % of the tokens per block, the official schedule's
+        mean kept share at 224 px (paper.md §1.5)."""
+        official = num_blocks == 10
+        return TPDefaults(
+            window=7,
+            keep_rule="side_ratio",
+            keep_values=(0.9, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.75, 0.75, 0.75) if official else None,
+            fallback_fraction=0.62,
+            source="qk_drop/qkformer.py k_values (QKFormer-10)",
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""

@@ -33,7 +33,7 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import SpikeProduct, make_lif, pointwise_conv_bn
-from .protocol import TokenBlock
+from .protocol import TokenBlock, TPDefaults
 
 SOURCE = "BICLab/Spike-Driven-Transformer@3faa822 model/spikeformer.py:SpikeDrivenTransformer"
 
@@ -222,6 +222,7 @@ class SpikeDrivenTransformer(SpikingTransformer):
     event_input = True
     supports_token_drop = True
     unused_keys = (r"block\.\d+\.attn\.talking_heads\.weight",)
+    head_modules = ("head_lif", "head")
 
     def __init__(
         self,
@@ -255,12 +256,29 @@ class SpikeDrivenTransformer(SpikingTransformer):
         self.head = nn.Linear(embed_dims, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Input as ``forward``; returns the token grid ``[T, B, C, H', W']`` after the last block."""
-        x = self.patch_embed(self.prepare_input(x))
+    def stage_info(self) -> list[dict]:
+        """One stage output per block (timm's ViT convention): ``[T, B, C, H/r, W/r]``."""
+        r = self.patch_embed.downsample
+        return [{"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(len(self.block))]
+
+    def stage_outputs(self, x: torch.Tensor):
+        x = self.patch_embed(self.prepare_input(x))  # [T, B, C, H', W']
         for blk in self.block:
             x = blk(x)
-        return x
+            yield x
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """Official TP code (``sdt_drop/model/sdt_drop.py``): window 3; k_values 12,12,10,10,10,10,8,8 (k*k
+        tokens) for the 8-block ImageNet models. Other depths: keep 52 % of the tokens in every block, the
+        official schedule's mean kept share on its 14x14 grid (paper.md §1.5)."""
+        official = num_blocks == 8
+        return TPDefaults(
+            window=3,
+            keep_rule="side",
+            keep_values=(12, 12, 10, 10, 10, 10, 8, 8) if official else None,
+            fallback_fraction=0.52,
+            source="sdt_drop/model/sdt_drop.py k_values (8-768 @224)",
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         x = self.head(self.head_lif(features.flatten(3).mean(3)))  # [T, B, classes]

@@ -47,7 +47,7 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import MultiSpike, SpikeProduct, pointwise_conv_bn
-from .protocol import TokenBlock
+from .protocol import TokenBlock, TPDefaults
 
 SOURCE = (
     "BICLab/Spike-Driven-Transformer-V3@00fcd1f SDT_V3/Classification/Model_Base/models.py:"
@@ -192,18 +192,34 @@ class SepConvTransformerBlock(TokenBlock):
 
     token_layout = "BCHW"
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4, layer_scale_init_value: float | None = None):
         super().__init__()
         self.conv = SepConvSpike(dim, kernel_size=3, padding=1)
         self.attn = LinearSpikeAttention(dim, num_heads=num_heads, lamda_ratio=4)
         self.mlp = SpikeMLP(dim, int(dim * mlp_ratio))
+        if layer_scale_init_value is not None:  # the official segmentation backbone's per-channel branch scales
+            for i in (1, 2, 3):
+                setattr(self, f"layer_scale{i}", nn.Parameter(torch.full((dim,), float(layer_scale_init_value))))
+
+    @property
+    def has_layer_scale(self) -> bool:
+        return "layer_scale1" in self._parameters
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x)  # [B, C, H, W]
+        branch = self.conv(x)  # [B, C, H, W]
+        if self.has_layer_scale:
+            branch = branch * self.layer_scale1[None, :, None, None]
+        return x + branch
 
     def token_forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens + self.attn(tokens)  # [B, C, N]
-        return x + self.mlp(x)
+        branch = self.attn(tokens)  # [B, C, N]
+        if self.has_layer_scale:
+            branch = branch * self.layer_scale2[None, :, None]
+        x = tokens + branch
+        branch = self.mlp(x)
+        if self.has_layer_scale:
+            branch = branch * self.layer_scale3[None, :, None]
+        return x + branch
 
 
 class EfficientSpikeFormer(SpikingTransformer):
@@ -218,6 +234,9 @@ class EfficientSpikeFormer(SpikingTransformer):
     static_input = True
     event_input = False
     input_multiple = 16
+    head_modules = ("head", "spike")
+    # the official detection (SDEFormer: strides 4/8/16/16) and segmentation (strides 2/4/8/16) backbones
+    feature_layouts = {"detection": (1, 2, 3, 4), "segmentation": (0, 1, 2, 4)}
 
     def __init__(
         self,
@@ -237,6 +256,7 @@ class EfficientSpikeFormer(SpikingTransformer):
         norm_layer=None,
         depths: int = 8,
         sr_ratios: int = 1,
+        layer_scale_init_value: float | None = None,
     ):
         super().__init__()
         embed_dim = [int(d) for d in embed_dim]
@@ -263,9 +283,13 @@ class EfficientSpikeFormer(SpikingTransformer):
         self.ConvBlock2_1 = nn.ModuleList([SepConvBlock(e1, mlp_ratios)])
         self.ConvBlock2_2 = nn.ModuleList([SepConvBlock(e1, mlp_ratios)])
         self.downsample3 = SpikeDownsampling(e1, e2, 3, 2, 1, first_layer=False)
-        self.block3 = nn.ModuleList(SepConvTransformerBlock(e2, num_heads, mlp_ratios) for _ in range(6))
+        ls = layer_scale_init_value
+        self.block3 = nn.ModuleList(SepConvTransformerBlock(e2, num_heads, mlp_ratios, ls) for _ in range(6))
         self.downsample4 = SpikeDownsampling(e2, e3, 3, 1, 1, first_layer=False)
-        self.block4 = nn.ModuleList(SepConvTransformerBlock(e3, num_heads, mlp_ratios) for _ in range(2))
+        self.block4 = nn.ModuleList(SepConvTransformerBlock(e3, num_heads, mlp_ratios, ls) for _ in range(2))
+        if ls is not None:
+            # a classification checkpoint has no layer scales: they keep their initial value (reported)
+            self.init_only_keys = (r"block[34]\.\d+\.layer_scale[123]",)
         self.head = nn.Linear(e3, num_classes) if num_classes > 0 else nn.Identity()
         self.spike = MultiSpike(norm=1)
         self.apply(_init_weights)
@@ -279,24 +303,53 @@ class EfficientSpikeFormer(SpikingTransformer):
             )
         return super().prepare_input(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, C, H, W]`` -> last grid ``[B, embed_dim[3], H/16, W/16]``."""
+    def stage_info(self) -> list[dict]:
+        """Stage outputs ``[B, C, H/r, W/r]``: the conv stages at strides 2, 4 and 8, ``block3`` and ``block4``
+        at stride 16 (``downsample4`` has stride 1). ``feature_layouts`` names the official selections."""
+        e0, e1, e2, e3 = self.embed_dim
+        return [
+            {"num_chs": e0 // 2, "reduction": 2, "module": "ConvBlock1_1"},
+            {"num_chs": e0, "reduction": 4, "module": "ConvBlock1_2"},
+            {"num_chs": e1, "reduction": 8, "module": "ConvBlock2_2"},
+            {"num_chs": e2, "reduction": 16, "module": "block3"},
+            {"num_chs": e3, "reduction": 16, "module": "block4"},
+        ]
+
+    def stage_outputs(self, x: torch.Tensor):
         x = self.downsample1_1(self.prepare_input(x))
         for blk in self.ConvBlock1_1:
             x = blk(x)
+        yield x  # [B, E0/2, H/2, W/2]
         x = self.downsample1_2(x)
         for blk in self.ConvBlock1_2:
             x = blk(x)
+        yield x  # [B, E0, H/4, W/4]
         x = self.downsample2(x)
         for blk in (*self.ConvBlock2_1, *self.ConvBlock2_2):
             x = blk(x)
+        yield x  # [B, E1, H/8, W/8]
         x = self.downsample3(x)
         for blk in self.block3:
             x = blk(x)
+        yield x  # [B, E2, H/16, W/16]
         x = self.downsample4(x)
         for blk in self.block4:
             x = blk(x)
-        return x  # [B, C, H', W']
+        yield x  # [B, E3, H/16, W/16]
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """Official TP code (``sdtv3_drop/models_drop.py``): window 3, side ratios 0.9, 0.8 x 3, 0.75, 0.65 x 3
+        for the 8 transformer blocks (spatial scorer only: no time axis). Another block count (a model
+        holding several backbones, say): 54 % of the tokens per block, the official schedule's mean kept
+        share on 14x14 (paper.md §1.5)."""
+        official = num_blocks == 8
+        return TPDefaults(
+            window=3,
+            keep_rule="side_ratio",
+            keep_values=(0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65) if official else None,
+            fallback_fraction=0.54,
+            source="sdtv3_drop/models_drop.py k_values (Efficient_Spiking_Transformer_l)",
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Mean over tokens -> integer spike 0..4 -> ``head``."""
@@ -353,7 +406,7 @@ for _size, _dims, _params, _label in (
         _IMAGENET_DATA,
         _params,
         img_size_h=224, img_size_w=224, patch_size=16, embed_dim=_dims, num_heads=8, mlp_ratios=4,
-        in_channels=3, num_classes=1000, qkv_bias=False, depths=8, sr_ratios=1,
+        in_channels=3, num_classes=1000, qkv_bias=False, depths=8, sr_ratios=1, layer_scale_init_value=None,
     )
 
 _register(
@@ -362,5 +415,5 @@ _register(
     DataConfig((3, 64, 64), crop_pct=None, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     tiny=True,
     img_size_h=64, img_size_w=64, patch_size=16, embed_dim=(8, 16, 32, 32), num_heads=4, mlp_ratios=4,
-    in_channels=3, num_classes=10, qkv_bias=False, depths=8, sr_ratios=1,
+    in_channels=3, num_classes=10, qkv_bias=False, depths=8, sr_ratios=1, layer_scale_init_value=None,
 )

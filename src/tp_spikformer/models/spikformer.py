@@ -61,7 +61,7 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import LIF, SpikeProduct, pointwise_conv_bn
-from .protocol import TokenBlock
+from .protocol import TokenBlock, TPDefaults
 
 REPO = "ZK-Zhou/spikformer@6212689"
 SOURCES = {
@@ -312,12 +312,26 @@ class _Spikformer(SpikingTransformer):
         self.head = nn.Linear(self.embed_dims, self.num_classes) if self.num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Input as ``forward``; returns the token grid ``[T, B, C, H', W']`` after the last block."""
+    def stage_info(self) -> list[dict]:
+        """One stage output per block (timm's ViT convention): ``[T, B, C, H/r, W/r]``."""
+        r = self.patch_embed.downsample
+        return [{"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(self.depths)]
+
+    def stage_outputs(self, x: torch.Tensor):
         x = self.patch_embed(self.prepare_input(x))  # [T, B, C, H', W']
         for blk in self.block:
             x = blk(x)
-        return x
+            yield x
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """No official TP code covers Spikformer: ours is a side ratio falling linearly from 0.9 (first
+        block) to 0.7 (last), the shape of the official SDT-V3 schedule, with the official window 3."""
+        if num_blocks == 1:
+            ratios = (0.9,)
+        else:
+            ratios = tuple(round(0.9 - i * 0.2 / (num_blocks - 1), 6) for i in range(num_blocks))
+        return TPDefaults(window=3, keep_rule="side_ratio", keep_values=ratios,
+                          source="ours: side ratio falling linearly from 0.9 to 0.7 (no official TP code)")
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""

@@ -1,14 +1,12 @@
 """TP-Spikformer token pruning: scorers, keep schedules and the block-level early-stopping patch."""
 
-from .patch import apply_tp, get_tp_state, is_patched, remove_tp
-from .presets import PRESETS, official_keep
+from .patch import apply_tp, get_tp_state, is_patched, remove_tp, run_parts
 from .schedule import KeepSchedule, count, fraction, parse_keep, prune_ratio, side, side_ratio
 from .scorers import ScoreContext, get_scorer, register_scorer, scorer_names
 from .select import gather_tokens, scatter_tokens, top_tokens
 from .state import BlockRecord, TPState
 
 __all__ = [
-    "PRESETS",
     "BlockRecord",
     "KeepSchedule",
     "ScoreContext",
@@ -20,11 +18,11 @@ __all__ = [
     "get_scorer",
     "get_tp_state",
     "is_patched",
-    "official_keep",
     "parse_keep",
     "prune_ratio",
     "register_scorer",
     "remove_tp",
+    "run_parts",
     "scatter_tokens",
     "scorer_names",
     "side",

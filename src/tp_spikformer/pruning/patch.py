@@ -2,15 +2,23 @@
 
 The patch swaps each block's class for a subclass (made once per class) whose ``forward``
 
-1. scores the block input's tokens (no grad) and picks the top-k per sample, shared by all time steps;
-2. runs the block's dense, layout-dependent part (SDT-V3's SepConv) on all tokens;
-3. gathers the kept tokens into a compact ``[T, B, C, K]`` tensor and runs only them through the block's
-   token-wise part (attention + MLP): the stopped tokens' compute is really skipped, never masked;
-4. scatters the results into a copy of the block input, so stopped tokens pass through unchanged and the
-   layout stays intact for the next block, downsampling stages and dense-prediction heads.
+1. scores the block input's tokens (no grad) and picks the top-k per sample, shared by all time steps
+   (protected tokens first: ``state.protect``);
+2. runs the block's ordered parts (:meth:`TokenBlock.block_parts`): dense, layout-dependent parts on the
+   full grid, token-wise parts on a compact ``[T, B, C, K]`` tensor of the kept tokens only (the stopped
+   tokens' compute is really skipped, never masked), gathering before each token part and scattering before
+   each dense part;
+3. scatters the result into the block input (or what a dense part made of it), so stopped tokens pass
+   through unchanged and the layout stays intact for the next block, downsampling stages and dense heads.
 
-Weights, module objects and the state_dict are untouched; ``remove_tp`` restores the original classes.
-When a block keeps all its tokens it simply runs its own forward, so keep-all is the dense model bit for bit.
+The patched model's class is swapped too, for one whose entry points (``forward``, ``forward_features``,
+``forward_intermediates``) open a forward-pass scope (:meth:`TPState.forward_pass`): records and
+cumulative stopping belong to that pass, whichever blocks run, in whatever order, however often.
+
+Nothing here reads a device tensor on the host by default: checks that must (finite scores, protected
+counts) run on the first forward of each configuration, or always with ``check=True``. Weights, module
+objects and the state_dict are untouched; ``remove_tp`` restores the original classes. When a block keeps
+all its tokens it runs its own forward, so keep-all is the dense model bit for bit.
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..models.protocol import TokenBlock, token_blocks
-from .presets import family_preset
+from ..models.protocol import TokenBlock, TPDefaults, as_carry, token_blocks
 from .scorers import ScoreContext
 from .select import gather_tokens, scatter_tokens, top_tokens
-from .state import BlockRecord, TPState
+from .state import FALLBACK_WINDOW, BlockRecord, TPState
 
 _TP_CLASSES: dict[type, type] = {}
+_ROOT_CLASSES: dict[type, type] = {}
+ENTRY_POINTS = ("forward", "forward_features", "forward_intermediates")
+_UNSET: Any = object()
 _log = logging.getLogger(__name__)
 
 
@@ -35,7 +45,9 @@ class _TPBlockMixin:
     """Replaces ``TokenBlock.forward`` with score -> gather -> compute -> scatter."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _pruned_forward(self, self._tp_state, self._tp_index, x)
+        st = self._tp_state
+        with st.forward_pass():
+            return _pruned_forward(self, st, self._tp_index, x)
 
 
 def _tp_class(cls: type) -> type:
@@ -44,8 +56,29 @@ def _tp_class(cls: type) -> type:
     return _TP_CLASSES[cls]
 
 
+def _root_class(cls: type) -> type:
+    """A subclass of the patched model's class whose entry points open a forward-pass scope."""
+    if cls not in _ROOT_CLASSES:
+        sub = type(f"TP{cls.__name__}", (cls,), {"__module__": __name__, "_tp_root": True})
+        for name in ENTRY_POINTS:
+            if hasattr(cls, name):
+                setattr(sub, name, _scoped(sub, name))
+        _ROOT_CLASSES[cls] = sub
+    return _ROOT_CLASSES[cls]
+
+
+def _scoped(sub: type, name: str) -> Callable:
+    def entry(self, *args, **kwargs):
+        with self._tp_state.forward_pass():
+            return getattr(super(sub, self), name)(*args, **kwargs)
+
+    entry.__name__ = name
+    entry.__doc__ = getattr(getattr(sub.__mro__[1], name), "__doc__", None)
+    return entry
+
+
 def is_patched(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "_tp_state", None), TPState)
+    return isinstance(model.__dict__.get("_tp_state"), TPState)
 
 
 def get_tp_state(model: nn.Module) -> TPState:
@@ -57,47 +90,54 @@ def get_tp_state(model: nn.Module) -> TPState:
 
 def apply_tp(
     model: nn.Module,
-    keep: Any = "official",
-    scorer: str | Callable = "official",
+    keep: Any = _UNSET,
+    scorer: str | Callable = _UNSET,
     *,
-    window: int | None = None,
-    mode: str = "stop",
-    cumulative: bool = False,
-    gather_order: str = "auto",
-    record: bool = True,
-    seed: int = 0,
+    window: int | None = _UNSET,
+    mode: str = _UNSET,
+    cumulative: bool = _UNSET,
+    gather_order: str = _UNSET,
+    protect: Any = _UNSET,
+    record: bool = _UNSET,
+    seed: int = _UNSET,
+    check: bool = _UNSET,
 ) -> TPState:
     """Patch ``model`` in place for TP-Spikformer token pruning and return its :class:`TPState`.
 
     Args:
         keep: tokens each block keeps: a fraction (``0.5``), a per-block list of fractions, ``"official"``
-            (the family's official k_values), a :class:`KeepSchedule` (``side([12, 12, ...])``,
-            ``side_ratio(...)``, ``prune_ratio(...)``, ``count(...)``) or a string ``"side_ratio:0.9,0.8"``.
-        scorer: a registered scorer name (``official``, ``paper``, ``spatial``, ``temporal``,
-            ``official_spatial``, ``official_temporal``, ``random``, ``firing_rate``, ``official_literal``)
-            or a callable ``(x [T,B,C,H,W], ScoreContext) -> [B, H*W]``.
-        window: spatial neighbourhood side (default: the family's official one, 3 or 7 for QKFormer).
-        mode: ``"stop"`` (block-level early stopping, the paper's IR-Arc) or ``"drop"`` (tokens are removed
-            for good; only single-stage models: Spikformer, SDT-V1).
+            (default: the family's official k_values, or its documented fraction for another depth), a
+            :class:`KeepSchedule` (``side([12, 12, ...])``, ``side_ratio(...)``, ``prune_ratio(...)``,
+            ``count(...)``) or a string ``"side_ratio:0.9,0.8"``.
+        scorer: a registered scorer name (default ``official``; see ``scorer_names()``) or a callable
+            ``(x [T,B,C,H,W], ScoreContext) -> [B, H*W]``.
+        window: spatial neighbourhood side (default: the model's declared one, 3 or 7 for QKFormer; 3 with a
+            logged notice for a model that declares none).
+        mode: ``"stop"`` (default; block-level early stopping, the paper's IR-Arc) or ``"drop"`` (tokens are
+            removed for good; only single-stage models with token-wise blocks: Spikformer, SDT-V1).
         cumulative: a token stopped in a block stays stopped in the later blocks of the same grid.
         gather_order: order of the gathered tokens: ``"raster"``, ``"score"`` (best first, as the official
-            code), or ``"auto"`` (score order only where a block declares ``order_sensitive``, i.e. QKFormer's
-            batch-coupled compatibility mode, so the official outputs are reproduced).
-        record: keep each block's kept indices and scores of the last forward in ``state.records``.
+            code), or ``"auto"`` (default: score order only where a block declares ``order_sensitive``, i.e.
+            QKFormer's batch-coupled compatibility mode, so the official outputs are reproduced).
+        protect: tokens always kept, counting toward each block's keep count (a tracker's template): a bool
+            mask ``[N]`` / ``[B, N]`` or a callable ``(H, W) -> mask or None``.
+        record: keep each block call's kept indices and scores in ``state.records`` (default True).
         seed: seed of the ``random`` scorer (re-seeded every forward, so repeated calls agree).
+        check: run the host-side checks (finite scores, protected counts) on every forward, not only on the
+            first forward of a configuration (they synchronise with an accelerator).
 
-    Calling it again on a patched model only reconfigures it (idempotent). Raises when the model has no
-    patchable block or one that cannot run on a subset of tokens.
+    On a patched model it reconfigures atomically: the options passed are validated together against the
+    model and swapped in only if all are valid (a failed call leaves the previous configuration intact);
+    options not passed keep their current values. Raises when the model has no patchable block or one that
+    cannot run on a subset of tokens.
     """
+    options = {k: v for k, v in dict(keep=keep, scorer=scorer, window=window, mode=mode, cumulative=cumulative,
+                                     gather_order=gather_order, protect=protect, record=record, seed=seed,
+                                     check=check).items() if v is not _UNSET}
+    if options.get("window", _UNSET) is None:
+        del options["window"]  # None = keep the current / default window
     if is_patched(model):
-        state = model._tp_state
-        state.keep, state.scorer = keep, scorer
-        state.window = window if window is not None else state.window
-        state.mode, state.cumulative, state.gather_order = mode, cumulative, gather_order
-        state.record, state.seed = record, seed
-        state.validate()
-        _check_mode(model, state)
-        return state
+        return model._tp_state.configure(**options)
 
     blocks = token_blocks(model)
     if not blocks:
@@ -112,100 +152,168 @@ def apply_tp(
             "these blocks cannot run on a subset of tokens, so TP cannot be applied:\n"
             + "\n".join(f"  {n}: {why}" for n, why in refused)
         )
+    taken = [n for n, b in blocks if "_tp_state" in b.__dict__]
+    if taken:
+        raise ValueError(
+            f"blocks {taken} are already patched through another module (apply_tp on a sub-model); call "
+            "remove_tp on that module first, or patch each sub-model separately"
+        )
+    defaults = _find_defaults(model, len(blocks))
     family = getattr(model, "family", None) or getattr(getattr(model, "config", None), "family", None)
-    if window is None:
-        window = family_preset(family).window if family else 3
-    state = TPState(block_names=[n for n, _ in blocks], family=family, window=window, mode=mode,
-                    cumulative=cumulative, gather_order=gather_order, record=record, seed=seed)
-    state.keep = keep
-    state.scorer = scorer
-    state.validate()
-    _check_mode(model, state)
+    state = TPState([n for n, _ in blocks], family, defaults, supports_drop=_supports_drop(model, blocks))
+    state.configure(**{"keep": "official", **options})
     for i, (_, block) in enumerate(blocks):
         block._tp_original_class = block.__class__
         block._tp_state = state
         block._tp_index = i
         block.__class__ = _tp_class(block.__class__)
     model._tp_state = state
+    if not isinstance(model, TokenBlock):
+        model._tp_original_class = model.__class__
+        model.__class__ = _root_class(model.__class__)
     _log.info("TP applied to %d blocks (%s): keep=%s scorer=%s", len(blocks), ", ".join(state.block_names),
               state.keep, state.scorer_name)
     return state
 
 
-def _check_mode(model: nn.Module, state: TPState) -> None:
-    if state.mode == "drop" and not getattr(model, "supports_token_drop", False):
-        raise ValueError(
-            f"mode='drop' removes tokens for good, so the token grid shrinks; {type(model).__name__} needs the "
-            "full grid after its blocks (hierarchical stages, downsampling). Use mode='stop' (block-level "
-            "early stopping), which keeps the layout."
-        )
+def _find_defaults(model: nn.Module, num_blocks: int) -> TPDefaults | None:
+    """The TP defaults the model (or, for a wrapper such as a detector, its first sub-model) declares."""
+    for name, m in model.named_modules():
+        fn = getattr(m, "tp_defaults", None)
+        if callable(fn):
+            return fn(num_blocks)
+    _log.info("%s declares no TP defaults (tp_defaults): scorer window %d; keep must be given",
+              type(model).__name__, FALLBACK_WINDOW)
+    return None
+
+
+def _supports_drop(model: nn.Module, blocks: list[tuple[str, TokenBlock]]) -> bool:
+    """Drop mode needs a single-stage model (``supports_token_drop``) whose blocks are token-wise only."""
+    if not getattr(model, "supports_token_drop", False):
+        return False
+    return all(p.kind == "token" for _, b in blocks for p in b.block_parts())
 
 
 def remove_tp(model: nn.Module) -> list[str]:
-    """Undo :func:`apply_tp`; returns the names of the restored blocks ([] if the model was not patched)."""
+    """Undo :func:`apply_tp` on ``model`` and every patched sub-model; returns the names of the restored
+    blocks ([] if nothing was patched)."""
     restored = []
     for name, module in model.named_modules():
-        original = module.__dict__.get("_tp_original_class")
+        original = module.__dict__.pop("_tp_original_class", None)
         if original is not None:
             module.__class__ = original
-            for attr in ("_tp_original_class", "_tp_state", "_tp_index"):
-                module.__dict__.pop(attr, None)
-            restored.append(name)
-    model.__dict__.pop("_tp_state", None)
+            if module.__dict__.pop("_tp_index", None) is not None:
+                restored.append(name)
+        module.__dict__.pop("_tp_state", None)
     return restored
 
 
+# -- the patched block forward ---------------------------------------------------------------------------
+
+
 def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> torch.Tensor:
-    if i == 0:
-        st.begin_forward(x.device)
-    compact = st.mode == "drop" and st.positions is not None  # drop mode after the first block
+    compact = st.mode == "drop" and st.positions is not None  # drop mode after the first pruned block
     h, w = st.alive_grid if compact else tuple(x.shape[-2:])
     n_grid = h * w
     n_in = x.shape[-2] * x.shape[-1]  # tokens in the input tensor (drop mode: still alive)
+    batch = x.shape[1] if block.has_time_axis else x.shape[0]
     k = st.keep.count(i, h, w)
-    alive = _alive_mask(st, (h, w), x.shape[1] if block.has_time_axis else x.shape[0])
+    call = st.next_call(i)
     name = st.block_names[i]
+    alive, n_alive = _alive(st, (h, w), batch)
+    if n_alive is not None and n_alive < k:
+        raise ValueError(
+            f"block {name}: asked to keep {k} tokens but only {n_alive} are still running; with cumulative "
+            "stopping or drop mode the keep count must not grow from block to block"
+        )
 
-    if k == n_in and (alive is None or compact or bool(alive.all())):
-        # every token of the input runs: the block's own forward, bit for bit the dense computation
+    if k == n_in:
+        # every token of the input runs (n_alive >= k = n_in: none was stopped before): the block's own
+        # forward, bit for bit the dense computation
         if st.record:
-            st.records[i] = BlockRecord(name, (h, w), kept=k, total=n_in,
-                                        indices=st.positions if compact else None)
+            st.records.append(BlockRecord(name, (h, w), kept=k, total=n_in,
+                                          indices=st.positions if compact else None, index=i, call=call))
         return super(_TPBlockMixin, block).forward(x)
 
     with torch.no_grad():
         scores = _score(block, st, x, (h, w))
-    index = top_tokens(scores, k, alive)  # [B, k] grid positions, best first
+    protect = st.protect_mask((h, w), batch, x.device)
+    if protect is not None and st.checking:
+        _check_protected(st, name, protect, k, alive)
+    index = top_tokens(scores, k, alive, protect)  # [B, k] grid positions, best first
     if st.gather_order == "score" or (st.gather_order == "auto" and block.order_sensitive):
         gather_index = index
     else:
         gather_index = index.sort(dim=1).values  # raster order
     if st.record:
-        st.records[i] = BlockRecord(name, (h, w), kept=k, total=n_in, indices=index.detach(), scores=scores.detach())
+        st.records.append(BlockRecord(name, (h, w), kept=k, total=n_in, indices=index.detach(),
+                                      scores=scores.detach(), index=i, call=call))
+    if st.cumulative:
+        mask = torch.zeros(batch, n_grid, dtype=torch.bool, device=index.device)
+        st.alive, st.alive_grid, st.alive_count = mask.scatter_(1, index, True), (h, w), k
 
     if st.mode == "drop":
         local = _local_index(st, gather_index, n_grid) if compact else gather_index
-        tokens = gather_tokens(x.flatten(-2), local)
-        st.positions, st.alive_grid = gather_index, (h, w)
-        return block.token_forward(tokens).unsqueeze(-1)  # [..., C, k, 1]: a compact "grid"
-
-    x = block.dense_forward(x)
-    flat = x.flatten(-2)  # [T, B, C, N] or [B, C, N]
-    out = block.token_forward(gather_tokens(flat, gather_index))
-    if st.cumulative:
-        mask = torch.zeros(index.shape[0], n_grid, dtype=torch.bool, device=index.device)
-        st.alive, st.alive_grid = mask.scatter_(1, index, True), (h, w)
-    return scatter_tokens(flat, gather_index, out).unflatten(-1, (h, w))
+        st.positions, st.alive_grid, st.alive_count = gather_index, (h, w), k
+        return block.token_forward(gather_tokens(x.flatten(-2), local)).unsqueeze(-1)  # [..., C, k, 1]
+    return run_parts(block, x, gather_index)
 
 
-def _alive_mask(st: TPState, grid: tuple[int, int], batch: int) -> torch.Tensor | None:
-    """Which grid tokens may still be kept: cumulative stopping within a grid, or drop mode."""
+def run_parts(block: TokenBlock, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Run ``block``'s ordered parts with only the tokens ``index`` ``[B, K]`` in its token parts.
+
+    Before a token part the carry's grid tensors are gathered; before a dense part the compact ones are
+    scattered back: the residual (carry[0]) into its latest full grid, intermediates into zeros (a stopped
+    token does not fire). The output is the residual scattered into its latest full grid.
+    """
+    grid = tuple(x.shape[-2:])
+    full = x.flatten(-2)  # latest full residual [..., C, N]
+    carry: tuple[torch.Tensor, ...] = (x,)
+    is_compact = False
+    for part in block.block_parts():
+        if part.kind == "token":
+            if not is_compact:
+                carry = tuple(gather_tokens(t.flatten(-2), index) for t in carry)
+                is_compact = True
+        elif is_compact:
+            carry = tuple(_expand_compact(t, j, full, index, grid) for j, t in enumerate(carry))
+            is_compact = False
+        carry = as_carry(part.fn(*carry))
+        if part.kind == "dense":
+            full = carry[0].flatten(-2)
+    if not is_compact:
+        return carry[0]
+    return scatter_tokens(full, index, carry[0]).unflatten(-1, grid)
+
+
+def _expand_compact(t: torch.Tensor, slot: int, full: torch.Tensor, index: torch.Tensor,
+                    grid: tuple[int, int]) -> torch.Tensor:
+    base = full if slot == 0 else t.new_zeros(*t.shape[:-1], grid[0] * grid[1])
+    return scatter_tokens(base, index, t).unflatten(-1, grid)
+
+
+def _alive(st: TPState, grid: tuple[int, int], batch: int) -> tuple[torch.Tensor | None, int | None]:
+    """Which grid tokens may still be kept ``[B, N]`` (cumulative stopping within a grid, or drop mode),
+    and how many per sample (known on the host: every sample kept the same count)."""
     if st.mode == "drop" and st.positions is not None:
         mask = torch.zeros(batch, grid[0] * grid[1], dtype=torch.bool, device=st.positions.device)
-        return mask.scatter_(1, st.positions, True)
+        return mask.scatter_(1, st.positions, True), st.alive_count
     if st.cumulative and st.alive is not None and st.alive_grid == grid:
-        return st.alive
-    return None
+        return st.alive, st.alive_count
+    return None, None
+
+
+def _check_protected(st: TPState, name: str, protect: torch.Tensor, k: int, alive: torch.Tensor | None) -> None:
+    """Protected tokens must fit in the keep count (and still be alive): reads the mask on the host."""
+    most = int(protect.sum(dim=1).max())
+    if most > k:
+        raise ValueError(
+            f"block {name}: {most} protected tokens but the keep schedule keeps only {k}; keep more tokens "
+            "(protected tokens count toward the keep count) or protect fewer"
+        )
+    if alive is not None and bool((protect & ~alive).any()):
+        raise ValueError(f"block {name}: a protected token was already stopped by an earlier block "
+                         "(cumulative / drop mode); protect it from the first pruned block on")
 
 
 def _score(block: TokenBlock, st: TPState, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -214,13 +322,19 @@ def _score(block: TokenBlock, st: TPState, x: torch.Tensor, grid: tuple[int, int
         full = x.new_zeros(*x.shape[:-2], grid[0] * grid[1])
         x = scatter_tokens(full, st.positions, x.flatten(-2)).unflatten(-1, grid)
     xs = x if block.has_time_axis else x.unsqueeze(0)  # scorers take [T, B, C, H, W]
-    ctx = ScoreContext(window=st.window, has_time=block.has_time_axis, generator=st.generator)
-    scores = st.scorer(xs, ctx)
+    generator = st.random_generator(x.device) if st.scorer_name == "random" else None
+    ctx = ScoreContext(window=st.window, has_time=block.has_time_axis, generator=generator)
+    try:
+        scores = st.scorer(xs, ctx)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"scorer {st.scorer_name!r} failed on block {st.block_names[block._tp_index]}: {err}") from err
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scorer {st.scorer_name!r} returned {type(scores).__name__}; it must return a tensor [B, H*W]")
     expected = (xs.shape[1], grid[0] * grid[1])
     if tuple(scores.shape) != expected:
-        raise ValueError(f"scorer {st.scorer_name} returned shape {list(scores.shape)}, expected {list(expected)}")
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"scorer {st.scorer_name} returned NaN/Inf scores")
+        raise ValueError(f"scorer {st.scorer_name!r} returned shape {list(scores.shape)}, expected {list(expected)}")
+    if st.checking and not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"scorer {st.scorer_name!r} returned NaN/Inf scores")
     return scores
 
 

@@ -4,9 +4,10 @@ Rules (``KeepSchedule.rule``), each with one value for every block or a per-bloc
 
 * ``fraction``: keep ``ceil(f * N)`` of the block's ``N = H * W`` tokens, ``0 < f <= 1``.
 * ``count``: keep exactly ``K`` tokens, ``1 <= K <= N``.
-* ``side``: official SDT-V1 rule, integer side ``k``: keep ``k * k`` tokens.
+* ``side``: official SDT-V1 rule, integer side ``k``: keep ``k * k`` tokens (on any grid).
 * ``side_ratio``: official QKFormer / SDT-V3 rule: ``k = int(H * ratio)`` (Python float product, truncated),
-  keep ``k * k`` tokens, ``0 < ratio <= 1``.
+  keep ``k * k`` tokens, ``0 < ratio <= 1``. On a non-square grid (which the official code does not
+  handle) ``int(H * ratio) * int(W * ratio)`` tokens.
 * ``prune_ratio``: the paper's rule ``K = ceil((1 - r) * H * W)``, ``0 <= r < 1``.
 
 Values outside these ranges raise; nothing is clamped. Ceilings ignore float noise below 1e-9
@@ -69,10 +70,12 @@ class KeepSchedule:
         elif self.rule == "side":
             k = int(v) * int(v)
         elif self.rule == "side_ratio":
-            side = int(h * v)
-            if side < 1:
-                raise ValueError(f"block {block}: side ratio {v} on a {h}x{w} grid keeps int({h}*{v}) = 0 tokens per side")
-            k = side * side
+            side_h, side_w = int(h * v), int(w * v)
+            if side_h < 1 or side_w < 1:
+                raise ValueError(
+                    f"block {block}: side ratio {v} on a {h}x{w} grid keeps int({min(h, w)}*{v}) = 0 tokens per side"
+                )
+            k = side_h * side_w
         else:  # prune_ratio
             k = math.ceil((1.0 - v) * n - _CEIL_SLACK)
         if not 1 <= k <= n:

@@ -9,19 +9,19 @@ from __future__ import annotations
 import torch
 
 
-def top_tokens(scores: torch.Tensor, k: int, alive: torch.Tensor | None = None) -> torch.Tensor:
+def top_tokens(
+    scores: torch.Tensor, k: int, alive: torch.Tensor | None = None, protect: torch.Tensor | None = None
+) -> torch.Tensor:
     """Indices ``[B, k]`` of the ``k`` best tokens per sample, best first; ties go to the lower index.
 
-    ``alive`` (bool ``[B, N]``) restricts the choice to tokens still alive (cumulative stopping / drop).
+    ``alive`` (bool ``[B, N]``) restricts the choice to tokens still alive (cumulative stopping / drop mode;
+    the caller makes sure at least ``k`` are); ``protect`` (bool ``[B, N]``) tokens come first, always kept.
+    Nothing here reads a tensor on the host.
     """
     if alive is not None:
-        n_alive = alive.sum(dim=1)
-        if bool((n_alive < k).any()):
-            raise ValueError(
-                f"asked to keep {k} tokens but only {int(n_alive.min())} are still running in some sample; "
-                "with cumulative stopping or drop mode the keep count must not grow from block to block"
-            )
         scores = scores.masked_fill(~alive, float("-inf"))
+    if protect is not None:
+        scores = scores.masked_fill(protect, float("inf"))
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     return order[:, :k]
 
