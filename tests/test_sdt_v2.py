@@ -8,6 +8,7 @@ from torch import nn
 
 from tp_spikformer.models import create_model, token_blocks
 from tp_spikformer.models.sdt_v2 import BNAndPad, MetaSpikeFormer, MetaSpikeFormerBlock, RepConv
+from tp_spikformer.pruning import apply_tp
 
 SMALL = {"embed_dim": (8, 16, 16, 24), "num_heads": 4, "num_classes": 5}
 
@@ -183,6 +184,39 @@ def test_parts_on_all_tokens_equal_the_block_and_stopped_tokens_stay_unchanged()
     assert not torch.equal(flat_out[~stopped], flat_in[~stopped])
 
 
+def test_the_pruning_patch_runs_the_parts_as_the_protocol_says():
+    model = _lively(create_model("sdt_v2_tiny"))
+    x = _images()
+    ios = {}
+    for i, (_, b) in enumerate(token_blocks(model)):
+        b.register_forward_hook(lambda m, a, out, i=i: ios.update({i: (a[0], out)}))
+    with torch.no_grad():
+        dense = model(x)
+        state = apply_tp(model, keep=1.0)
+        assert torch.equal(model(x), dense)  # keep-all: the dense model bit for bit
+        state.keep = 0.5
+        pruned = model(x)
+        assert not torch.equal(pruned, dense)
+        for i, (_, b) in enumerate(token_blocks(model)):
+            block_in, block_out = ios[i]
+            rec = state.records[i]
+            assert rec.kept < rec.total
+            expected = run_parts_on_kept_tokens(b, block_in, rec.indices.sort(dim=1).values)
+            torch.testing.assert_close(block_out, expected, rtol=0, atol=1e-12)
+
+
+def test_tp_defaults():
+    model = create_model("sdt_v2_tiny")
+    d = model.tp_defaults(8)
+    assert d.window == 3 and d.keep_rule == "side_ratio"
+    assert d.keep_values == (0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65)
+    assert model.tp_defaults(16).keep_values is None and model.tp_defaults(16).fallback_fraction == 0.54
+    with torch.device("meta"):
+        full = create_model("sdt_v2_55m_imagenet_kd")
+    state = apply_tp(full, keep="official")
+    assert [state.keep.count(i, 14, 14) for i in range(8)] == [144, 121, 121, 121, 100, 81, 81, 81]
+
+
 def test_T_is_a_constructor_argument_and_an_attribute():
     model = MetaSpikeFormer(**SMALL).eval()
     assert model.T == 1  # the official __init__ value
@@ -212,17 +246,16 @@ def test_kd_head_averages_both_heads_of_the_same_spikes():
         plain.forward_kd_heads(feats.float())
 
 
-def test_feature_stages_match_the_stage_outputs():
-    model = create_model("sdt_v2_tiny").eval()
-    x = torch.randn(1, 3, 64, 96)  # not square
-    seen = {}
-    for name, _, _ in model.feature_stages:
-        last = getattr(model, name)[-1]
-        last.register_forward_hook(lambda m, a, out, name=name: seen.update({name: out.shape}))
+@pytest.mark.parametrize("layout, strides", [("detection", [4, 8, 16, 16]), ("segmentation", [2, 4, 8, 16])])
+def test_official_downstream_layouts_on_a_non_square_image(layout, strides):
+    backbone = create_model("sdt_v2_tiny", features_only=True, out_indices=layout).eval()
+    assert not {"head.weight", "head_kd.weight"} & set(backbone.state_dict())
     with torch.no_grad():
-        model(x)
-    for name, channels, reduction in model.feature_stages:
-        assert seen[name] == (model.T, 1, channels, 64 // reduction, 96 // reduction), name
+        feats = backbone(torch.randn(1, 3, 64, 96))
+    assert [d["reduction"] for d in backbone.feature_info] == strides
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 1, d["num_chs"], 64 // s, 96 // s) for d, s in zip(backbone.feature_info, strides)
+    ]
 
 
 def test_input_checks():

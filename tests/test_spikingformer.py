@@ -64,7 +64,9 @@ def test_tokenizer_layers_and_grid(cls, names, grid):
         feats = model.forward_features(_input(model))
     t = 3 if cls is SpikingformerCifar10DVS else 4
     assert feats.shape == (t, 2, 16, *grid)
-    assert model.feature_stages == (("block", 16, model.patch_embed.downsample),)
+    assert [(d["module"], d["num_chs"], d["reduction"]) for d in model.feature_info] == [
+        ("block.0", 16, model.patch_embed.downsample)
+    ]
 
 
 @pytest.mark.parametrize("variant, first_shape", [("imagenet", (2, 1, 2, 8, 8)), ("cifar", (2, 1, 2, 5, 5))])
@@ -170,18 +172,33 @@ def test_bad_constructor_arguments_are_explained():
 
 
 def test_keep_all_tp_is_the_dense_model_and_pruning_keeps_the_layout():
-    # window and keep passed explicitly: the family's defaults are declared by the model once the protocol
-    # names them (issue 10 item 6)
     model = _lively(create_model("spikingformer_tiny"))
     x = _input(model)
     with torch.no_grad():
         dense_feats = model.forward_features(x)
-        state = apply_tp(model, keep=1.0, window=3)
+        state = apply_tp(model, keep=1.0)
         assert torch.equal(model.forward_features(x), dense_feats)
-        apply_tp(model, keep=0.5, window=3)
+        state.keep = 0.5
         pruned = model.forward_features(x)
     assert pruned.shape == dense_feats.shape and not torch.equal(pruned, dense_feats)
     assert [r.kept for r in state.records] == [32, 32]
+
+
+@pytest.mark.parametrize(
+    "name, kept",
+    [
+        ("spikingformer_8_768_imagenet", [144, 144, 121, 121, 100, 100, 100, 81]),  # 14 x 0.785714 = 10.99999
+        ("spikingformer_4_384_cifar10", [49, 36, 36, 25]),
+        ("spikingformer_2_256_cifar10dvs", [49, 25]),
+    ],
+)
+def test_tp_defaults_on_full_configs(name, kept):
+    with torch.device("meta"):
+        model = create_model(name)
+    state = apply_tp(model, keep="official")
+    assert state.window == 3
+    grid = 14 if "imagenet" in name else 8
+    assert [state.keep.count(i, grid, grid) for i in range(len(kept))] == kept
 
 
 def test_training_step_backpropagates():

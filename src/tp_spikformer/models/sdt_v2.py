@@ -33,11 +33,11 @@ the residual stream:
 The residual additions stay in token parts, so a stopped token leaves the block unchanged. Run densely
 (all tokens, no pruning) the parts compute exactly the official block.
 
-TP defaults (no official TP code exists for this family; proposed here, to be declared on the model once
-the protocol names the attribute, issue 10 item 6): window 3 (the paper-faithful window rule,
-``shared/docs/paper.md``: the 3x3 window of the official SDT-V1/SDT-V3 scorers, the same as the blocks' own
-3x3 neighbourhood) and, since the macro layout (6 + 2 blocks on one 14x14 grid at 224 px) is SDT-V3's, the
-official SDT-V3 side-ratio schedule ``(0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65)`` (``TP_DEFAULTS``).
+TP defaults (``tp_defaults``; no official TP code exists for this family, so they are ours): scorer window 3
+for every scorer. The paper names no window size (``shared/docs/paper.md`` §1.2); the official code uses 3
+for the spike-driven families on 14x14 grids (7 only for QKFormer), and 3 is also the blocks' own RepConv
+neighbourhood. Keep schedule: the macro layout (6 + 2 blocks on one 14x14 grid at 224 px) is SDT-V3's, so
+the official SDT-V3 side ratios ``(0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65)`` (``k = int(H * ratio)``).
 
 Modifications (behaviour is the official one unless said here):
 
@@ -75,23 +75,9 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import LIF, SpikeProduct, pointwise_conv_bn
-from .protocol import TokenBlock
-
-try:
-    from .protocol import BlockPart
-except ImportError:  # TEMPORARY until the protocol has ordered block parts (issue 10 item 8)
-    from collections.abc import Callable
-    from typing import NamedTuple
-
-    class BlockPart(NamedTuple):
-        kind: str  # "dense" (full grid) or "token" (channel-first tokens, any subset and order)
-        fn: Callable
-
+from .protocol import BlockPart, TokenBlock, TPDefaults
 
 SOURCE = "BICLab/Spike-Driven-Transformer-V2@35f245f classification/models.py:Spiking_vit_MetaFormer"
-
-# Proposed TP defaults (see the module docstring): scorer window and keep schedule (side ratios per block).
-TP_DEFAULTS = {"window": 3, "keep": ("side_ratio", (0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65))}
 
 
 def _lif(v_threshold: float = 1.0) -> LIF:
@@ -345,36 +331,23 @@ class MetaSpikeFormerBlock(TokenBlock):
             BlockPart("token", self._residual_mlp_part),
         )
 
-    # TEMPORARY until the protocol runs ordered block parts (issue 10 item 8): run them densely here, and
-    # refuse the pruning patch, which on this branch only knows dense_forward + token_forward.
-    supports_token_subset = False
-    unsupported_reason = (
-        "SDT-V2 blocks need ordered dense/token parts (RepConv 3x3 projections), issue 10 item 8"
-    )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hw = x.shape[-2:]
-        carry, flat = (x,), False
-        for part in self.block_parts():
-            if (part.kind == "token") != flat:
-                carry = tuple(c.unflatten(-1, hw) if flat else c.flatten(-2) for c in carry)
-                flat = not flat
-            out = part.fn(*carry)
-            carry = out if isinstance(out, tuple) else (out,)
-        return carry[0].unflatten(-1, hw) if flat else carry[0]
-
 
 class MetaSpikeFormer(SpikingTransformer):
     """Meta-SpikeFormer (``Spiking_vit_MetaFormer``). Constructor arguments are the official ones, plus ``T``.
 
     Input: images ``[B, C, H, W]`` with sides that are multiples of 16, repeated over ``T``. Output: logits
-    ``[B, classes]``. ``forward_features`` returns the last grid ``[T, B, embed_dim[3], H/16, W/16]``.
+    ``[B, classes]``. ``forward_features`` returns the last grid ``[T, B, embed_dim[3], H/16, W/16]``;
+    ``feature_info`` / ``forward_intermediates`` give the five stage outputs (``stage_info``).
     """
 
     family = "sdt_v2"
     static_input = True
     event_input = False
     input_multiple = 16
+    head_modules = ("head", "head_kd", "lif")
+    # the official detection (SDT_V3/Detection .../backbones/sdt.py: strides 4/8/16/16) and segmentation
+    # (SDT_V3/Segmentation .../backbones/sdtv2.py: strides 2/4/8/16) backbones built on this model
+    feature_layouts = {"detection": (1, 2, 3, 4), "segmentation": (0, 1, 2, 4)}
 
     def __init__(
         self,
@@ -438,34 +411,53 @@ class MetaSpikeFormer(SpikingTransformer):
         self.head = nn.Linear(e3, num_classes) if num_classes > 0 else nn.Identity()
         if self.kd:
             self.head_kd = nn.Linear(e3, num_classes) if num_classes > 0 else nn.Identity()
-        # Stage outputs (module, channels, reduction) for dense heads, in forward order.
-        self.feature_stages = (
-            ("ConvBlock1_1", e0 // 2, 2),
-            ("ConvBlock1_2", e0, 4),
-            ("ConvBlock2_2", e1, 8),
-            ("block3", e2, 16),
-            ("block4", e3, 16),
-        )
         self.apply(_init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, C, H, W]`` -> last grid ``[T, B, embed_dim[3], H/16, W/16]``."""
+    def stage_info(self) -> list[dict]:
+        """Stage outputs ``[T, B, C, H/r, W/r]``: the conv stages at strides 2, 4 and 8, ``block3`` and ``block4``
+        at stride 16 (``downsample4`` has stride 1). ``feature_layouts`` names the official selections."""
+        e0, e1, e2, e3 = self.embed_dim
+        return [
+            {"num_chs": e0 // 2, "reduction": 2, "module": "ConvBlock1_1"},
+            {"num_chs": e0, "reduction": 4, "module": "ConvBlock1_2"},
+            {"num_chs": e1, "reduction": 8, "module": "ConvBlock2_2"},
+            {"num_chs": e2, "reduction": 16, "module": "block3"},
+            {"num_chs": e3, "reduction": 16, "module": "block4"},
+        ]
+
+    def stage_outputs(self, x: torch.Tensor):
         x = self.downsample1_1(self.prepare_input(x))
         for blk in self.ConvBlock1_1:
             x = blk(x)
+        yield x  # [T, B, E0/2, H/2, W/2]
         x = self.downsample1_2(x)
         for blk in self.ConvBlock1_2:
             x = blk(x)
+        yield x  # [T, B, E0, H/4, W/4]
         x = self.downsample2(x)
         for blk in (*self.ConvBlock2_1, *self.ConvBlock2_2):
             x = blk(x)
+        yield x  # [T, B, E1, H/8, W/8]
         x = self.downsample3(x)
         for blk in self.block3:
             x = blk(x)
+        yield x  # [T, B, E2, H/16, W/16]
         x = self.downsample4(x)
         for blk in self.block4:
             x = blk(x)
-        return x  # [T, B, C, H', W']
+        yield x  # [T, B, E3, H/16, W/16]
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """No official TP code covers SDT-V2 (ours, see the module docstring): window 3 and, for the 6 + 2
+        blocks on one grid, the official SDT-V3 side ratios 0.9, 0.8 x 3, 0.75, 0.65 x 3 (same macro layout).
+        Another block count: 54 % of the tokens per block, that schedule's mean kept share on 14x14."""
+        return TPDefaults(
+            window=3,
+            keep_rule="side_ratio",
+            keep_values=(0.9, 0.8, 0.8, 0.8, 0.75, 0.65, 0.65, 0.65) if num_blocks == 8 else None,
+            fallback_fraction=0.54,
+            source="ours (no official TP code for SDT-V2): the official SDT-V3 k_values, same 6+2 block layout",
+        )
 
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 5:

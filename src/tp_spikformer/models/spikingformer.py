@@ -24,13 +24,13 @@ What the files compute (read from the code):
 * Neurons: multi-step LIF, hard reset, tau 2 (ImageNet, CIFAR) or 1.5 (DVS files).
 * T: ImageNet and CIFAR repeat the image ``T`` times (class default 4); DVS takes T from the frames.
 
-TP defaults (no official TP code exists for this family; proposed here, to be declared on the model once the
-protocol names the attribute, issue 10 item 6): window 3 (the paper-faithful window rule of
-``shared/docs/paper.md``, the official SDT-V1/SDT-V3 window) and, as for Spikformer (same single-stage
-layout: 8 blocks on 14x14 for ImageNet, 4 on 8x8 for CIFAR, 2 on 8x8 for DVS), a side-ratio schedule that
-falls linearly from 0.9 in the first block to 0.7 in the last (``k = int(H * ratio)``, ``k*k`` tokens kept;
-0.9 for a single block). All operations inside a block are per token apart from the attention's sums over
-tokens, so the blocks only implement ``token_forward`` (the default single token part).
+TP defaults (``tp_defaults``; no official TP code exists for this family, so they are ours): scorer window 3
+for every scorer (the paper names no window size, ``shared/docs/paper.md`` §1.2; the official code uses 3 for
+the spike-driven families on 14x14 grids, 7 only for QKFormer) and, as for Spikformer (same single-stage
+layout: 8 blocks on 14x14 for ImageNet, 4 on 8x8 for CIFAR, 2 on 8x8 for DVS), a side ratio falling linearly
+from 0.9 in the first block to 0.7 in the last (``k = int(H * ratio)``, ``k*k`` tokens kept; 0.9 for a single
+block). All operations inside a block are per token apart from the attention's sums over tokens, so the
+blocks only implement ``token_forward`` (one token part).
 
 Modifications (behaviour is the official one unless said here):
 
@@ -65,7 +65,7 @@ from ._registry import (
 )
 from .base import SpikingTransformer
 from .layers import LIF, SpikeProduct, pointwise_conv_bn
-from .protocol import TokenBlock
+from .protocol import TokenBlock, TPDefaults
 
 REPO = "zhouchenlin2096/Spikingformer@4378623"
 SOURCES = {
@@ -81,9 +81,6 @@ _VARIANTS = {
     "cifar": {"tokenizer": "block", "order": "qk", "tau": 2.0},
     "cifar10dvs": {"tokenizer": "proj", "order": "kv", "tau": 1.5},
 }
-
-# Proposed TP defaults (module docstring): window, first and last side ratio of the linear schedule.
-TP_DEFAULTS = {"window": 3, "keep": ("side_ratio_linear", (0.9, 0.7))}
 
 
 class SpikingTokenizer(nn.Module):
@@ -298,16 +295,34 @@ class _Spikingformer(SpikingTransformer):
         self.head = nn.Linear(embed_dims, num_classes) if num_classes > 0 else nn.Identity()
         if self.fixed_input_size is None:
             self.input_multiple = self.patch_embed.downsample
-        # Stage outputs (module, channels, reduction) for dense heads, in forward order.
-        self.feature_stages = (("block", embed_dims, self.patch_embed.downsample),)
         self.apply(_init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Input as ``forward``; returns the token grid ``[T, B, C, H', W']`` after the last block."""
+    def stage_info(self) -> list[dict]:
+        """One stage output per block (timm's ViT convention): ``[T, B, C, H/r, W/r]``."""
+        r = self.patch_embed.downsample
+        return [
+            {"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(self.depths)
+        ]
+
+    def stage_outputs(self, x: torch.Tensor):
         x = self.patch_embed(self.prepare_input(x))  # [T, B, C, H', W']
         for blk in self.block:
             x = blk(x)
-        return x
+            yield x
+
+    def tp_defaults(self, num_blocks: int) -> TPDefaults:
+        """Ours (no official TP code covers Spikingformer, module docstring): window 3, side ratio falling
+        linearly from 0.9 (first block) to 0.7 (last), as for Spikformer."""
+        if num_blocks == 1:
+            ratios = (0.9,)
+        else:
+            ratios = tuple(round(0.9 - i * 0.2 / (num_blocks - 1), 6) for i in range(num_blocks))
+        return TPDefaults(
+            window=3,
+            keep_rule="side_ratio",
+            keep_values=ratios,
+            source="ours: side ratio falling linearly from 0.9 to 0.7 (no official TP code for Spikingformer)",
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""
