@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tp_spikformer.models import create_model, token_blocks
+from tp_spikformer.models import create_model, load_checkpoint, token_blocks
 from tp_spikformer.models.sdt_v2 import BNAndPad, MetaSpikeFormer, MetaSpikeFormerBlock, RepConv
 from tp_spikformer.pruning import apply_tp
 
@@ -255,6 +255,18 @@ def test_official_downstream_layouts_on_a_non_square_image(layout, strides):
     assert [d["reduction"] for d in backbone.feature_info] == strides
     assert [tuple(f.shape) for f in feats] == [
         (2, 1, d["num_chs"], 64 // s, 96 // s) for d, s in zip(backbone.feature_info, strides)
+    ]
+
+
+def test_a_kd_checkpoint_loads_into_a_backbone_without_both_heads():
+    full = create_model("sdt_v2_tiny", kd=True)
+    backbone = create_model("sdt_v2_tiny", features_only=True, out_indices="detection")
+    load_checkpoint(backbone, {"model": full.state_dict(), "epoch": 1})  # the official misc.save_model layout
+    assert backbone.load_report["dropped_head"] == [
+        "head.weight",
+        "head.bias",
+        "head_kd.weight",
+        "head_kd.bias",
     ]
 
 
