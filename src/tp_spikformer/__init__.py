@@ -5,7 +5,7 @@
     print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
 """
 
-from . import measure, pruning
+from . import measure, pruning, tasks  # noqa: F401  (tasks register their models)
 from .api import bench, compare, evaluate_variants, save_sweep_plots, sweep, visualize
 from .data import load_dataset
 from .evaluate import evaluate

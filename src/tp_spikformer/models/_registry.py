@@ -59,6 +59,8 @@ class ModelConfig:
     # weights shipped with the package: a path relative to the package's assets/ folder (pretrained=True)
     weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # "classification", or the task of a model built on a backbone ("segmentation", "detection", "tracking")
+    task: str = "classification"
 
     def build_kwargs(self, **overrides: Any) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
