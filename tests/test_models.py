@@ -15,7 +15,7 @@ from tp_spikformer.models import (
 ALL = list_models()
 OFFICIAL = list_models(include_tiny=False)
 TINY = list_models("*_tiny")
-FAMILIES = {"spikformer", "sdt_v1", "qkformer", "sdt_v3"}
+FAMILIES = {"spikformer", "sdt_v1", "qkformer", "sdt_v3", "sdt_v2", "spikingformer"}
 
 
 def example_input(model, batch=2):

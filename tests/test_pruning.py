@@ -8,7 +8,8 @@ import torch
 from conftest import per_sample
 
 from tp_spikformer.measure.variants import make_neurons_fire
-from tp_spikformer.models import create_model, list_models, token_blocks
+from tp_spikformer.models import create_model, get_model_config, list_models, token_blocks
+from tp_spikformer.models.protocol import BlockPart
 from tp_spikformer.pruning import (
     KeepSchedule,
     apply_tp,
@@ -97,6 +98,18 @@ def test_batch_composition_independence(name, scorer, tiny, inputs):
     torch.testing.assert_close(together, reordered, rtol=0, atol=1e-5)
 
 
+def _recording(fn, seen, i):
+    def wrapped(*carry):
+        seen.append((i, carry[0].shape[-1]))
+        return fn(*carry)
+
+    return wrapped
+
+
+def _constant(parts):
+    return lambda: parts
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_real_compute_skip(name, tiny, inputs):
     """Blocks' token-wise parts see only the kept tokens: the tensors entering them are compact."""
@@ -104,11 +117,15 @@ def test_real_compute_skip(name, tiny, inputs):
     x = inputs(model)
     seen = []
     state = apply_tp(model, keep=0.5, scorer="official")
-    for _, b in token_blocks(model):
-        b.token_forward = (lambda f: (lambda t: (seen.append(t.shape[-1]), f(t))[1]))(b.token_forward)
+    for i, (_, b) in enumerate(token_blocks(model)):  # record what every token part of block i receives
+        parts = tuple(
+            BlockPart("token", _recording(p.fn, seen, i)) if p.kind == "token" else p for p in b.block_parts()
+        )
+        b.block_parts = _constant(parts)
     with torch.no_grad():
         model(x)
-    assert seen == [r.kept for r in state.records]
+    assert {i for i, _ in seen} == set(range(len(state.records)))
+    assert all(n == state.records[i].kept for i, n in seen)
     assert all(r.kept < r.grid[0] * r.grid[1] for r in state.records)
 
 
@@ -233,7 +250,7 @@ def test_official_schedule_on_full_configs():
         assert [state.keep.count(i, *g) for i, g in enumerate(grids)] == kept
 
 
-@pytest.mark.parametrize("name", ["sdt_tiny", "spikformer_tiny"])
+@pytest.mark.parametrize("name", ["sdt_tiny", "spikformer_tiny", "spikingformer_tiny"])
 def test_drop_mode_removes_tokens(name, tiny, inputs):
     if name not in TINY:
         pytest.skip(f"{name} not registered")
@@ -250,7 +267,7 @@ def test_drop_mode_removes_tokens(name, tiny, inputs):
         model(x)
 
 
-@pytest.mark.parametrize("name", [n for n in TINY if not n.startswith(("sdt_tiny", "spikformer"))])
+@pytest.mark.parametrize("name", [n for n in TINY if not get_model_config(n).builder.supports_token_drop])
 def test_drop_mode_refused_for_hierarchical_models(name, tiny):
     with pytest.raises(ValueError, match="mode='stop'"):
         apply_tp(tiny(name), keep=0.5, mode="drop")

@@ -365,7 +365,7 @@ def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny"])
+@pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"])
 def test_pruned_forward_never_syncs_on_cuda(name, tiny, inputs):
     model = tiny(name).cuda()
     x = inputs(model).cuda()
