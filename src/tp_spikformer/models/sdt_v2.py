@@ -65,6 +65,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError, check_int
 from ._registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -235,7 +236,7 @@ class RepConvAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads = dim, num_heads
         self.scale = 0.125
         self.head_lif = _lif()
@@ -372,26 +373,27 @@ class MetaSpikeFormer(SpikingTransformer):
     ):
         super().__init__()
         if isinstance(embed_dim, int) or len(embed_dim) != 4:
-            raise ValueError(
+            raise UsageError(
                 f"embed_dim needs 4 stage widths (e.g. [128, 256, 512, 640] for the 55M model), got {embed_dim!r}"
             )
         embed_dim = [int(d) for d in embed_dim]
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise TypeError(
+            raise UsageTypeError(
                 f"num_heads must be one positive int shared by all blocks (official builders use 8), got {num_heads!r}"
             )
         if embed_dim[0] % 2:
-            raise ValueError(
+            raise UsageError(
                 f"embed_dim[0] must be even (the stem starts at embed_dim[0] // 2), got {embed_dim[0]}"
             )
         for d in embed_dim[2:]:
             if d % num_heads:
-                raise ValueError(f"embed_dim {embed_dim}: {d} is not divisible by num_heads={num_heads}")
+                raise UsageError(f"embed_dim {embed_dim}: {d} is not divisible by num_heads={num_heads}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise ValueError(
+            raise UsageError(
                 f"T must be a positive int (time steps; official 1, or 4 for the kd models), got {T!r}"
             )
         self.T, self.kd = T, bool(kd)
+        check_int("num_classes", num_classes, minimum=0)
         self.num_classes, self.in_channels, self.embed_dim = num_classes, in_channels, embed_dim
         self.num_heads, self.depths, self.img_size = num_heads, depths, (img_size_h, img_size_w)
         e0, e1, e2, e3 = embed_dim
@@ -461,13 +463,13 @@ class MetaSpikeFormer(SpikingTransformer):
 
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 5:
-            raise ValueError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
+            raise UsageError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
         return self.lif(features.flatten(3).mean(3))  # [T, B, C] spikes
 
     def forward_kd_heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(head logits, head_kd logits)``, each averaged over T (models built with ``kd=True``)."""
         if not self.kd:
-            raise ValueError(
+            raise UsageError(
                 "this model has no head_kd: build it with kd=True (the T=4 fine-tuned checkpoints)"
             )
         s = self._head_input(features)

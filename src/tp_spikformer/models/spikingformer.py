@@ -53,6 +53,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError, check_int
 from ._registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -137,7 +138,7 @@ class SpikingSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, variant: str = "imagenet"):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
         spec = _VARIANTS[variant]
         self.dim, self.num_heads, self.order = dim, num_heads, spec["order"]
         self.scale = 0.125
@@ -270,20 +271,21 @@ class _Spikingformer(SpikingTransformer):
         super().__init__()
         for name, value in (("embed_dims", embed_dims), ("num_heads", num_heads), ("depths", depths)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise UsageError(
                     f"{type(self).__name__}: {name} must be a positive int (Spikingformer has one stage), "
                     f"got {value!r}"
                 )
         if embed_dims % num_heads:
-            raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
         if embed_dims % 8:
-            raise ValueError(
+            raise UsageError(
                 f"embed_dims must be a multiple of 8 (the tokenizer starts at embed_dims // 8), got {embed_dims}"
             )
         if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):
-            raise ValueError(f"T must be a positive int (time steps), got {T!r}")
+            raise UsageError(f"T must be a positive int (time steps), got {T!r}")
         spec = _VARIANTS[self.variant]
         self.T = T
+        check_int("num_classes", num_classes, minimum=0)
         self.num_classes, self.in_channels, self.embed_dims = num_classes, in_channels, embed_dims
         self.num_heads, self.depths = num_heads, depths
         self.img_size, self.patch_size = (img_size_h, img_size_w), patch_size
@@ -327,7 +329,7 @@ class _Spikingformer(SpikingTransformer):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""
         if features.dim() != 5:
-            raise ValueError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
+            raise UsageError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
         return self.head(features.flatten(3).mean(3).mean(0))  # [B, classes]
 
 
@@ -361,7 +363,7 @@ class SpikingformerImageNet(_Spikingformer):
         pretrained_cfg=None,
     ):
         if T is None:
-            raise ValueError(
+            raise UsageError(
                 "SpikingformerImageNet needs a number of time steps T (imagenet/train.py uses 4)"
             )
         super().__init__(
@@ -413,7 +415,7 @@ class SpikingformerCifar(_Spikingformer):
         pretrained_cfg=None,
     ):
         if T is None:
-            raise ValueError("SpikingformerCifar needs a number of time steps T (the class default is 4)")
+            raise UsageError("SpikingformerCifar needs a number of time steps T (the class default is 4)")
         super().__init__(
             img_size_h,
             img_size_w,
