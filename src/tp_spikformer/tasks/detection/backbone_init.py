@@ -35,8 +35,16 @@ def init_backbone(detector: nn.Module, checkpoint: Any, *, grey_to_rgb: bool = T
     expanded = []
     for key, value in state.items():
         mine = own.get(key)
-        if (grey_to_rgb and mine is not None and value.dim() == 4 and mine.dim() == 4 and value.shape[1] == 1
-                and mine.shape[1] == 3 and value.shape[0] == mine.shape[0] and value.shape[2:] == mine.shape[2:]):
+        if (
+            grey_to_rgb
+            and mine is not None
+            and value.dim() == 4
+            and mine.dim() == 4
+            and value.shape[1] == 1
+            and mine.shape[1] == 3
+            and value.shape[0] == mine.shape[0]
+            and value.shape[2:] == mine.shape[2:]
+        ):
             state[key] = value.repeat(1, 3, 1, 1) / 3  # [O, 1, k, k] -> [O, 3, k, k]
             expanded.append(key)
     load_checkpoint(detector.backbone, state)

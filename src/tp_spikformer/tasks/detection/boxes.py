@@ -25,7 +25,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
+    return torch.where(
+        union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter)
+    )
 
 
 def generalized_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -54,8 +56,9 @@ def boxes_to_distances(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tenso
     """Distances ``[P, M, 4]`` (left, top, right, bottom) from points ``[P, 2]`` to the edges of boxes
     ``[M, 4]``; all positive iff the point lies inside the box."""
     x, y = points[:, 0, None], points[:, 1, None]  # [P, 1]
-    return torch.stack([x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x,
-                        boxes[None, :, 3] - y], dim=-1)  # [P, M, 4]
+    return torch.stack(
+        [x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x, boxes[None, :, 3] - y], dim=-1
+    )  # [P, M, 4]
 
 
 def clip_boxes(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -84,7 +87,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return order[torch.as_tensor(kept, dtype=torch.int64, device=order.device)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """Class-aware NMS: boxes only suppress boxes of the same label. Returns kept indices by decreasing
     score.
 
@@ -94,10 +99,12 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     if boxes.shape[0] > PER_CLASS_NMS_ABOVE:
-        kept = torch.cat([
-            idx[nms(boxes[idx], scores[idx], iou_threshold)]
-            for idx in (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))
-        ])
+        kept = torch.cat(
+            [
+                idx[nms(boxes[idx], scores[idx], iou_threshold)]
+                for idx in (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))
+            ]
+        )
         return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
     span = boxes.max() - torch.minimum(boxes.min(), boxes.new_zeros(())) + 1
     shifted = boxes + (labels.to(boxes.dtype) * span)[:, None]

@@ -24,7 +24,9 @@ def require_pycocotools():
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError as exc:
-        raise ImportError(f"COCO evaluation needs pycocotools, which is not installed: {INSTALL_HINT}") from exc
+        raise ImportError(
+            f"COCO evaluation needs pycocotools, which is not installed: {INSTALL_HINT}"
+        ) from exc
     return COCO, COCOeval
 
 

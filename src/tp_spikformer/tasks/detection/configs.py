@@ -32,7 +32,9 @@ SOURCE = (
 )
 # COCO: images resized to fit 800 x 1333 (the official test scale), ImageNet statistics (mmdet's
 # mean 123.675/116.28/103.53, std 58.395/57.12/57.375 in 0-255 units)
-COCO_DATA = DataConfig((3, 800, 1333), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+COCO_DATA = DataConfig(
+    (3, 800, 1333), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
 
 
 def build_fcos_detector(
@@ -59,27 +61,53 @@ def build_fcos_detector(
     levels) + :class:`FCOSHead`; the neck's strides come from the backbone's ``feature_info``."""
     net = create_model(backbone, features_only=True, out_indices=out_indices, **(backbone_kwargs or {}))
     info = net.feature_info
-    neck = SpikeFPN([d["num_chs"] for d in info], [d["reduction"] for d in info], neck_channels, num_outs,
-                    start_level)
+    neck = SpikeFPN(
+        [d["num_chs"] for d in info], [d["reduction"] for d in info], neck_channels, num_outs, start_level
+    )
     head = FCOSHead(
-        num_classes, neck_channels, neck.strides, regress_ranges, feat_channels=feat_channels,
-        stacked_convs=stacked_convs, norm=norm, center_radius=center_radius, score_threshold=score_threshold,
-        nms_pre=nms_pre, iou_threshold=iou_threshold, max_detections=max_detections,
+        num_classes,
+        neck_channels,
+        neck.strides,
+        regress_ranges,
+        feat_channels=feat_channels,
+        stacked_convs=stacked_convs,
+        norm=norm,
+        center_radius=center_radius,
+        score_threshold=score_threshold,
+        nms_pre=nms_pre,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
     )
     return SpikingDetector(net, neck, head, size_divisor=size_divisor)
 
 
 def register_detector(
-    name: str, description: str, data: DataConfig, tiny: bool = False, notes: str = "", weights: str | None = None,
+    name: str,
+    description: str,
+    data: DataConfig,
+    tiny: bool = False,
+    notes: str = "",
+    weights: str | None = None,
     **kwargs: Any,
 ) -> ModelConfig:
     """Register a :func:`build_fcos_detector` configuration (family and T from its backbone)."""
     base = get_model_config(kwargs["backbone"])
     return register_model(
         ModelConfig(
-            name=name, family=base.family, variant="fcos", builder=build_fcos_detector, kwargs=kwargs, data=data,
-            num_classes=kwargs["num_classes"], T=base.T, source=SOURCE, description=description, tiny=tiny,
-            notes=notes, weights=weights, task="detection",
+            name=name,
+            family=base.family,
+            variant="fcos",
+            builder=build_fcos_detector,
+            kwargs=kwargs,
+            data=data,
+            num_classes=kwargs["num_classes"],
+            T=base.T,
+            source=SOURCE,
+            description=description,
+            tiny=tiny,
+            notes=notes,
+            weights=weights,
+            task="detection",
         )
     )
 
@@ -91,7 +119,11 @@ for _size, _neck, _label in (("t", 128, "2.7M"), ("s", 160, "5.1M"), ("m", 192, 
         f"strides 4/8/16/16 (detection layout), SpikeFPN {_neck} channels from stride 8 plus two max-pooled "
         "levels (strides 8/16/16/32/64), 4-conv GN towers; images letterboxed to 800x1333, ImageNet mean/std",
         COCO_DATA,
-        backbone=f"sdt_v3_{_size}", num_classes=80, neck_channels=_neck, num_outs=5, regress_ranges=FCOS_RANGES,
+        backbone=f"sdt_v3_{_size}",
+        num_classes=80,
+        neck_channels=_neck,
+        num_outs=5,
+        regress_ranges=FCOS_RANGES,
     )
 
 register_detector(
@@ -100,7 +132,11 @@ register_detector(
     "one-conv towers, 10 classes, 64x64",
     DataConfig((3, 64, 64), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD),
     tiny=True,
-    backbone="sdt_v3_tiny", num_classes=10, neck_channels=16, num_outs=4, stacked_convs=1,
+    backbone="sdt_v3_tiny",
+    num_classes=10,
+    neck_channels=16,
+    num_outs=4,
+    stacked_convs=1,
     regress_ranges=((0.0, 16.0), (16.0, 32.0), (32.0, 64.0), (64.0, math.inf)),
 )
 
@@ -111,7 +147,12 @@ register_detector(
     "10 classes, 64x64",
     DataConfig((3, 64, 64), crop_pct=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD),
     tiny=True,
-    backbone="qkformer_tiny", out_indices=None, num_classes=10, neck_channels=16, num_outs=3, stacked_convs=1,
+    backbone="qkformer_tiny",
+    out_indices=None,
+    num_classes=10,
+    neck_channels=16,
+    num_outs=3,
+    stacked_convs=1,
     regress_ranges=((0.0, 32.0), (32.0, 64.0), (64.0, math.inf)),
     backbone_kwargs={"proj_lif_mode": "per_sample"},
 )
@@ -120,8 +161,9 @@ register_detector(
 # of the side, 10 classes). Backbone = the shipped sdt_v3_fmnist architecture with an RGB stem, so
 # init_backbone(model, "sdt_v3_fmnist") starts it from the Fashion-MNIST classifier; normalised with the
 # Fashion-MNIST statistics on every channel, which that grey stem expects.
-SCENES_DATA = DataConfig((3, 128, 128), crop_pct=None, interpolation="bilinear", mean=(0.2860,) * 3,
-                         std=(0.3530,) * 3)
+SCENES_DATA = DataConfig(
+    (3, 128, 128), crop_pct=None, interpolation="bilinear", mean=(0.2860,) * 3, std=(0.3530,) * 3
+)
 SCENES_RANGES = ((0.0, 24.0), (24.0, 40.0), (40.0, 64.0), (64.0, math.inf))
 register_detector(
     "sdt_v3_scenes_fcos",
@@ -129,6 +171,11 @@ register_detector(
     "backbone (dims 8/16/64/64) with an RGB stem, SpikeFPN 64 channels at strides 8/16/16/32, two-conv GN "
     "towers",
     SCENES_DATA,
-    backbone="sdt_v3_fmnist", backbone_kwargs={"in_channels": 3}, num_classes=10, neck_channels=64, num_outs=4,
-    stacked_convs=2, regress_ranges=SCENES_RANGES,
+    backbone="sdt_v3_fmnist",
+    backbone_kwargs={"in_channels": 3},
+    num_classes=10,
+    neck_channels=64,
+    num_outs=4,
+    stacked_convs=2,
+    regress_ranges=SCENES_RANGES,
 )

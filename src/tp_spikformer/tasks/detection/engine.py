@@ -107,10 +107,20 @@ def ground_truth(dataset: Any, indices: Sequence[int], label_to_cat_id: Sequence
         crowd = t.get("iscrowd", torch.zeros(len(t["labels"]), dtype=torch.int64))
         for box, label, z in zip(t["boxes"].tolist(), t["labels"].tolist(), crowd.tolist()):
             x1, y1, x2, y2 = box
-            anns.append({"id": len(anns) + 1, "image_id": int(t["image_id"]), "category_id": cats[int(label)],
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(z)})
-    categories = [{"id": c, "name": str(names[k]) if names is not None and k < len(names) else str(c)}
-                  for k, c in enumerate(cats)]
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": int(t["image_id"]),
+                    "category_id": cats[int(label)],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(z),
+                }
+            )
+    categories = [
+        {"id": c, "name": str(names[k]) if names is not None and k < len(names) else str(c)}
+        for k, c in enumerate(cats)
+    ]
     return {"images": images, "annotations": anns, "categories": categories}
 
 
@@ -176,8 +186,15 @@ def evaluate_detection(
     AP_S/M/L (and the ARs) in percent, counts, ``results_file`` and ``seconds``."""
     require_pycocotools()  # before the forward passes, not after them
     start = time.perf_counter()
-    results = predict_detection(model, dataset, batch_size=batch_size, input_size=input_size, device=device,
-                                limit=limit, label_to_cat_id=label_to_cat_id)
+    results = predict_detection(
+        model,
+        dataset,
+        batch_size=batch_size,
+        input_size=input_size,
+        device=device,
+        limit=limit,
+        label_to_cat_id=label_to_cat_id,
+    )
     seconds = time.perf_counter() - start
     out_file = os.fspath(out_file)
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
@@ -200,11 +217,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else rest).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
-            if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
-def learning_rate(step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0, cosine: bool = True) -> float:
+def learning_rate(
+    step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0, cosine: bool = True
+) -> float:
     """Rate of optimiser step ``step`` (0-based): linear from ``lr x 1e-3`` to ``lr`` over ``warmup``
     steps, then cosine to ``min_lr`` at ``total`` (or constant with ``cosine=False``)."""
     if step < warmup:
@@ -300,12 +322,18 @@ def train_detection(
             ck = torch.load(ckpt_path, map_location=device, weights_only=True)
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
-            step, first_epoch, history = int(ck["step"]), int(ck["epoch"]) + 1, list(json.loads(ck["history"]))
+            step, first_epoch, history = (
+                int(ck["step"]),
+                int(ck["epoch"]) + 1,
+                list(json.loads(ck["history"])),
+            )
             train_seconds = float(ck["train_seconds"])
             say(f"resumed from {ckpt_path} after epoch {first_epoch} (step {step})")
-    say(f"training {getattr(getattr(model, 'config', None), 'name', type(model).__name__)}: {len(train_set)} "
+    say(
+        f"training {getattr(getattr(model, 'config', None), 'name', type(model).__name__)}: {len(train_set)} "
         f"images, {epochs} epochs x {steps_per_epoch} steps of {batch_size}, lr {lr}, warm-up {warmup}, "
-        f"input {pre.size}, {torch.get_num_threads()} thread(s) on {device}")
+        f"input {pre.size}, {torch.get_num_threads()} thread(s) on {device}"
+    )
     try:
         for epoch in range(first_epoch, epochs):
             if step >= total:
@@ -335,39 +363,81 @@ def train_detection(
                 if step % log_interval == 0 or step == total:
                     parts = " ".join(f"{k} {float(v):.4f}" for k, v in losses.items())
                     rate = seen / (time.perf_counter() - t0)
-                    say(f"epoch {epoch + 1}/{epochs} step {step}/{total} {parts} lr {optimizer.param_groups[0]['lr']:.2e} "
-                        f"{rate:.1f} img/s")
+                    say(
+                        f"epoch {epoch + 1}/{epochs} step {step}/{total} {parts} lr {optimizer.param_groups[0]['lr']:.2e} "
+                        f"{rate:.1f} img/s"
+                    )
             seconds = time.perf_counter() - t0
             train_seconds += seconds
-            row = {"epoch": epoch + 1, "steps": step, "images": seen, "seconds": round(seconds, 2),
-                   "images_per_second": round(seen / seconds, 2) if seconds > 0 else None,
-                   **{k: v / max(seen, 1) for k, v in sums.items()}}
+            row = {
+                "epoch": epoch + 1,
+                "steps": step,
+                "images": seen,
+                "seconds": round(seconds, 2),
+                "images_per_second": round(seen / seconds, 2) if seconds > 0 else None,
+                **{k: v / max(seen, 1) for k, v in sums.items()},
+            }
             history.append(row)
             say(f"epoch {epoch + 1} done: loss {row.get('loss', float('nan')):.4f} in {seconds:.0f} s")
             if ckpt_path:
-                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                             "step": step, "history": json.dumps(history), "train_seconds": train_seconds},
-                            ckpt_path)
+                atomic_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                        "step": step,
+                        "history": json.dumps(history),
+                        "train_seconds": train_seconds,
+                    },
+                    ckpt_path,
+                )
     finally:
         torch.set_num_threads(old_threads)
-    result: dict[str, Any] = {"history": history, "steps": step, "train_seconds": round(train_seconds, 2),
-                              "val": None}
+    result: dict[str, Any] = {
+        "history": history,
+        "steps": step,
+        "train_seconds": round(train_seconds, 2),
+        "val": None,
+    }
     if val_set is not None:
         with tempfile.TemporaryDirectory() as tmp:
             out_file = os.path.join(out_dir or tmp, RESULTS_NAME)
-            result["val"] = evaluate_detection(model, val_set, out_file=out_file, batch_size=eval_batch_size,
-                                               input_size=input_size, device=device, limit=val_limit,
-                                               label_to_cat_id=label_to_cat_id)
+            result["val"] = evaluate_detection(
+                model,
+                val_set,
+                out_file=out_file,
+                batch_size=eval_batch_size,
+                input_size=input_size,
+                device=device,
+                limit=val_limit,
+                label_to_cat_id=label_to_cat_id,
+            )
         if not out_dir:
             result["val"]["results_file"] = None
-        say(f"validation: mAP {result['val']['mAP']:.2f} AP50 {result['val']['AP50']:.2f} "
-            f"AP75 {result['val']['AP75']:.2f} on {result['val']['images']} images")
+        say(
+            f"validation: mAP {result['val']['mAP']:.2f} AP50 {result['val']['AP50']:.2f} "
+            f"AP75 {result['val']['AP75']:.2f} on {result['val']['images']} images"
+        )
     if out_dir:
         cfg = getattr(model, "config", None)
-        info = {"model": getattr(cfg, "name", None), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                "weight_decay": weight_decay, "warmup": warmup, "cosine": cosine, "min_lr": min_lr, "flips": flips,
-                "scale_jitter": scale_jitter, "input_size": list(pre.size), "seed": seed, "steps": step,
-                "train_seconds": result["train_seconds"], "val": result["val"], **(meta or {})}
+        info = {
+            "model": getattr(cfg, "name", None),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "warmup": warmup,
+            "cosine": cosine,
+            "min_lr": min_lr,
+            "flips": flips,
+            "scale_jitter": scale_jitter,
+            "input_size": list(pre.size),
+            "seed": seed,
+            "steps": step,
+            "train_seconds": result["train_seconds"],
+            "val": result["val"],
+            **(meta or {}),
+        }
         result["weights"] = export_weights(model, os.path.join(out_dir, WEIGHTS_NAME), info)
         result["checkpoint"] = ckpt_path
         with open(os.path.join(out_dir, METRICS_NAME), "w") as f:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -135,7 +135,9 @@ class FCOSHead(nn.Module):
                 f"got {len(ranges)}"
             )
         if num_classes < 1 or stacked_convs < 0:
-            raise ValueError(f"need num_classes >= 1 and stacked_convs >= 0, got {num_classes}, {stacked_convs}")
+            raise ValueError(
+                f"need num_classes >= 1 and stacked_convs >= 0, got {num_classes}, {stacked_convs}"
+            )
         feat = int(feat_channels or in_channels)
         self.num_classes, self.strides, self.regress_ranges = int(num_classes), strides, ranges
         self.center_radius, self.focal_alpha, self.focal_gamma = center_radius, focal_alpha, focal_gamma
@@ -159,8 +161,10 @@ class FCOSHead(nn.Module):
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, features: Sequence[torch.Tensor]) -> FCOSOutputs:
         if len(features) != len(self.strides):
-            raise ValueError(f"FCOSHead has {len(self.strides)} levels (strides {self.strides}), got "
-                             f"{len(features)} feature maps")
+            raise ValueError(
+                f"FCOSHead has {len(self.strides)} levels (strides {self.strides}), got "
+                f"{len(features)} feature maps"
+            )
         cls_logits, distances, centerness = [], [], []
         for x, scale, stride in zip(features, self.scales, self.strides):
             c, r = x, x
@@ -180,8 +184,9 @@ class FCOSHead(nn.Module):
         sizes = [tuple(m.shape[-2:]) for m in outputs.cls_logits]
         pts = level_points(sizes, self.strides, ref.device, ref.dtype)
         counts = [p.shape[0] for p in pts]
-        strides = torch.cat([torch.full((n,), s, dtype=ref.dtype, device=ref.device)
-                             for n, s in zip(counts, self.strides)])
+        strides = torch.cat(
+            [torch.full((n,), s, dtype=ref.dtype, device=ref.device) for n, s in zip(counts, self.strides)]
+        )
         ranges = torch.cat([ref.new_tensor(r).expand(n, 2) for n, r in zip(counts, self.regress_ranges)])
         return torch.cat(pts), strides, ranges, counts
 
@@ -194,11 +199,20 @@ class FCOSHead(nn.Module):
         ctr = _flat(outputs.centerness)[..., 0]  # [B, P]
         if len(targets) != cls.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {cls.shape[0]} images")
-        labels, ltrb = zip(*[
-            assign_fcos_targets(points, strides, ranges, t["boxes"].to(points), t["labels"].to(points.device),
-                                self.num_classes, self.center_radius)
-            for t in targets
-        ])
+        labels, ltrb = zip(
+            *[
+                assign_fcos_targets(
+                    points,
+                    strides,
+                    ranges,
+                    t["boxes"].to(points),
+                    t["labels"].to(points.device),
+                    self.num_classes,
+                    self.center_radius,
+                )
+                for t in targets
+            ]
+        )
         labels, ltrb = torch.stack(labels), torch.stack(ltrb)  # [B, P], [B, P, 4]
         pos = labels < self.num_classes
         num_pos = max(int(pos.sum()), 1)
@@ -214,8 +228,12 @@ class FCOSHead(nn.Module):
         true_boxes = distances_to_boxes(pts, ltrb[pos])
         loss_box = (giou_loss(pred_boxes, true_boxes) * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
         loss_ctr = centerness_loss(ctr[pos], ctr_target).sum() / num_pos
-        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_centerness": loss_ctr,
-                "loss": loss_cls + loss_box + loss_ctr}
+        return {
+            "loss_cls": loss_cls,
+            "loss_box": loss_box,
+            "loss_centerness": loss_ctr,
+            "loss": loss_cls + loss_box + loss_ctr,
+        }
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -225,7 +243,9 @@ class FCOSHead(nn.Module):
         """Detections per image (see the module docstring); boxes are clipped to ``image_sizes`` (the
         unpadded ``(h, w)`` of each image)."""
         sizes = [tuple(m.shape[-2:]) for m in outputs.cls_logits]
-        level_pts = level_points(sizes, self.strides, outputs.cls_logits[0].device, outputs.cls_logits[0].dtype)
+        level_pts = level_points(
+            sizes, self.strides, outputs.cls_logits[0].device, outputs.cls_logits[0].dtype
+        )
         batch = outputs.cls_logits[0].shape[0]
         if len(image_sizes) != batch:
             raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch} images")

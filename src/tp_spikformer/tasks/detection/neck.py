@@ -111,7 +111,11 @@ class SpikeFPN(nn.Module):
                 f"pass num_outs >= {used} or raise start_level"
             )
         self.in_channels, self.in_strides = in_channels, in_strides
-        self.out_channels, self.num_outs, self.start_level = int(out_channels), int(num_outs), int(start_level)
+        self.out_channels, self.num_outs, self.start_level = (
+            int(out_channels),
+            int(num_outs),
+            int(start_level),
+        )
         self.lateral_convs = nn.ModuleList(spike_conv(c, out_channels, 1) for c in in_channels[start_level:])
         self.fpn_convs = nn.ModuleList(spike_conv(out_channels, out_channels, 3) for _ in range(used))
         strides = in_strides[start_level:]
@@ -126,8 +130,9 @@ class SpikeFPN(nn.Module):
             )
         laterals = [conv(features[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)]
         for i in range(len(laterals) - 1, 0, -1):  # top-down: coarse to fine
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:],
-                                                              mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
+            )
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))  # [B, C, ceil(H/2), ceil(W/2)]

@@ -58,8 +58,10 @@ def assign_fcos_targets(
     """
     p = points.shape[0]
     if boxes.shape[0] == 0:
-        return (torch.full((p,), num_classes, dtype=torch.int64, device=points.device),
-                points.new_zeros(p, 4))
+        return (
+            torch.full((p,), num_classes, dtype=torch.int64, device=points.device),
+            points.new_zeros(p, 4),
+        )
     ltrb = boxes_to_distances(points, boxes)  # [P, M, 4]
     if center_radius > 0:
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [M, 2]
