@@ -5,7 +5,9 @@
 mmdet's FCOS configs, the neck starts at the second map (``start_level=1``: the stride-4 map would
 quadruple the head's cost) and adds max-pooled levels, so the head sees strides 8, 16, 16, 32, 64 with
 FCOS's size ranges (0-64, 64-128, 128-256, 256-512, 512-inf). The two stride-16 levels (after
-``block3`` and after ``block4``) serve different object sizes.
+``block3`` and after ``block4``) serve different object sizes. The neck has a BatchNorm after each conv
+(``neck_norm="bn"``; ``"none"`` is the official neck, whose outputs barely reach the head's spike
+threshold at initialisation: see :mod:`.neck`).
 
 Weights: no official detector weights exist (the official repository releases only the ImageNet
 backbones); initialise the backbone from an ImageNet classification checkpoint with
@@ -14,6 +16,7 @@ backbones); initialise the backbone from an ImageNet classification checkpoint w
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +48,7 @@ def build_fcos_detector(
     regress_ranges: Sequence[tuple[float, float]],
     out_indices: Any = "detection",
     start_level: int = 1,
+    neck_norm: str = "bn",
     stacked_convs: int = 4,
     feat_channels: int | None = None,
     norm: str = "gn",
@@ -58,11 +62,17 @@ def build_fcos_detector(
 ) -> SpikingDetector:
     """Backbone ``backbone`` (a registered name, built ``features_only`` with ``out_indices`` and
     ``backbone_kwargs`` overrides) + :class:`SpikeFPN` (inputs from ``start_level``, ``num_outs``
-    levels) + :class:`FCOSHead`; the neck's strides come from the backbone's ``feature_info``."""
+    levels, ``neck_norm`` after its convs: ``"none"`` is the official neck) + :class:`FCOSHead`; the
+    neck's strides come from the backbone's ``feature_info``."""
     net = create_model(backbone, features_only=True, out_indices=out_indices, **(backbone_kwargs or {}))
     info = net.feature_info
     neck = SpikeFPN(
-        [d["num_chs"] for d in info], [d["reduction"] for d in info], neck_channels, num_outs, start_level
+        [d["num_chs"] for d in info],
+        [d["reduction"] for d in info],
+        neck_channels,
+        num_outs,
+        start_level,
+        norm=neck_norm,
     )
     head = FCOSHead(
         num_classes,
@@ -90,8 +100,16 @@ def register_detector(
     weights: str | None = None,
     **kwargs: Any,
 ) -> ModelConfig:
-    """Register a :func:`build_fcos_detector` configuration (family and T from its backbone)."""
+    """Register a :func:`build_fcos_detector` configuration (family and T from its backbone). The stored
+    kwargs hold every builder argument (defaults filled in), so ``create_model(name, **overrides)`` can
+    change any of them, e.g. ``score_threshold=0.01``."""
     base = get_model_config(kwargs["backbone"])
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(build_fcos_detector).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    kwargs = {**defaults, **kwargs}
     return register_model(
         ModelConfig(
             name=name,

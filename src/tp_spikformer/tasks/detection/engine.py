@@ -361,7 +361,7 @@ def train_detection(
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(items)
                 if step % log_interval == 0 or step == total:
-                    parts = " ".join(f"{k} {float(v):.4f}" for k, v in losses.items())
+                    parts = " ".join(f"{k} {float(v.detach()):.4f}" for k, v in losses.items())
                     rate = seen / (time.perf_counter() - t0)
                     say(
                         f"epoch {epoch + 1}/{epochs} step {step}/{total} {parts} lr {optimizer.param_groups[0]['lr']:.2e} "

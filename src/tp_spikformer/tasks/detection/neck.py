@@ -19,12 +19,18 @@ Deviations from the official code:
   detection layout: 4, 8, 16, 16, then 32 for one extra level). The official detector feeds the same
   maps to anchors and RoI pooling that assume strides 4, 8, 16, 32 (64), so its fourth level (and the
   pooled fifth) is mis-registered by a factor of 2; we do not reproduce that.
+* Norm: the official configs build the neck without norm (``norm_cfg=None``, convs with bias). Its
+  outputs then start small (std ~0.1-0.3 with mmdet's Xavier init) and rarely reach the head's first
+  spike threshold (0.5): the head is silent at initialisation and learns only once biases have grown.
+  ``norm="bn"`` (mmdet's ``norm_cfg=BN`` option; foldable into the conv at inference, so still spike-driven)
+  puts a BatchNorm after every conv; our registered detectors use it, ``norm="none"`` is the official neck.
 * Inputs are ``[B, C, H, W]`` maps: a backbone with a time axis is read out before the neck (see
   :mod:`.detector`); the official neck takes ``[T=1, B, C, H, W]`` maps and folds T into the batch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -34,17 +40,33 @@ from torch import nn
 
 from ...models.layers import MultiSpike
 
+NORMS = ("none", "bn", "gn")
+
 
 class ConvModule(nn.Module):
-    """A bias-carrying convolution under the attribute name ``conv`` (mmcv ``ConvModule`` without norm and
-    activation), so the state-dict keys match the official neck's."""
+    """A convolution under the attribute name ``conv`` with an optional norm after it (``bn`` or ``gn``),
+    as mmcv's ``ConvModule`` names them (no activation); the conv has a bias only without a norm (mmcv's
+    ``bias="auto"``), so the state-dict keys match the official neck's."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, norm: str = "none"
+    ):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=True)
+        if norm not in NORMS:
+            raise ValueError(f"unknown neck norm {norm!r}; choose one of {NORMS}")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=norm == "none")
+        self.norm_name = norm
+        if norm == "bn":
+            self.bn = nn.BatchNorm2d(out_channels)
+        elif norm == "gn":
+            self.gn = nn.GroupNorm(math.gcd(32, out_channels), out_channels)
+        nn.init.xavier_uniform_(self.conv.weight)  # mmdet's FPN init_cfg: Xavier, uniform
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        x = self.conv(x)
+        return x if self.norm_name == "none" else getattr(self, self.norm_name)(x)
 
 
 class StepWise(nn.Module):
@@ -64,10 +86,11 @@ class StepWise(nn.Module):
         return self.module(x)
 
 
-def spike_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+def spike_conv(in_channels: int, out_channels: int, kernel_size: int, norm: str = "none") -> nn.Sequential:
     """``Sequential(MultiSpike, StepWise(ConvModule))``: one lateral (1x1) or output (3x3) unit."""
     return nn.Sequential(
-        MultiSpike(), StepWise(ConvModule(in_channels, out_channels, kernel_size, padding=kernel_size // 2))
+        MultiSpike(),
+        StepWise(ConvModule(in_channels, out_channels, kernel_size, padding=kernel_size // 2, norm=norm)),
     )
 
 
@@ -80,6 +103,8 @@ class SpikeFPN(nn.Module):
         out_channels: channels of every output level.
         num_outs: output levels; those beyond the used inputs are extra levels (max-pool, stride 2).
         start_level: first input used (mmdet's ``start_level``; e.g. 1 skips SDT-V3's stride-4 map).
+        norm: ``"none"`` (the official configs: convs with bias), ``"bn"`` or ``"gn"`` after every conv
+            (mmdet's ``norm_cfg``; keys ``...module.bn.*``).
 
     ``forward(features)`` returns ``num_outs`` maps ``[B, out_channels, H, W]``; :attr:`strides` lists
     their strides.
@@ -92,6 +117,7 @@ class SpikeFPN(nn.Module):
         out_channels: int,
         num_outs: int,
         start_level: int = 0,
+        norm: str = "none",
     ):
         super().__init__()
         in_channels, in_strides = [int(c) for c in in_channels], [int(s) for s in in_strides]
@@ -116,8 +142,11 @@ class SpikeFPN(nn.Module):
             int(num_outs),
             int(start_level),
         )
-        self.lateral_convs = nn.ModuleList(spike_conv(c, out_channels, 1) for c in in_channels[start_level:])
-        self.fpn_convs = nn.ModuleList(spike_conv(out_channels, out_channels, 3) for _ in range(used))
+        self.norm = norm
+        self.lateral_convs = nn.ModuleList(
+            spike_conv(c, out_channels, 1, norm) for c in in_channels[start_level:]
+        )
+        self.fpn_convs = nn.ModuleList(spike_conv(out_channels, out_channels, 3, norm) for _ in range(used))
         strides = in_strides[start_level:]
         for _ in range(num_outs - used):
             strides.append(strides[-1] * 2)
