@@ -18,6 +18,7 @@ from tp_spikformer.tasks.detection import (
     assign_fcos_targets,
     batched_nms,
     centerness_target,
+    coco_eval,
     giou_loss,
     init_backbone,
     level_points,
@@ -25,7 +26,6 @@ from tp_spikformer.tasks.detection import (
     sigmoid_focal_loss,
 )
 from tp_spikformer.tasks.detection import boxes as box_ops
-from tp_spikformer.tasks.detection import coco_eval
 from tp_spikformer.tasks.detection.engine import (
     category_ids,
     evaluate_detection,
@@ -126,9 +126,7 @@ def test_head_loss_combines_the_three_terms_hand_computed():
     # one level, stride 8, 2x2 points on a 16x16 image; one box over the whole image: every point is a
     # positive with distances (4, 4, 12, 12) up to symmetry, centerness target 1/3
     head = FCOSHead(1, 4, strides=[8], regress_ranges=[(0, math.inf)], stacked_convs=0, center_radius=0)
-    ltrb = torch.tensor([[4.0, 12, 4, 12], [4, 4, 12, 12]])  # [4 ltrb, 2 x 2 points] per channel
-    dist = torch.stack([ltrb[0], ltrb[1], ltrb[0].flip(0), ltrb[1].flip(0)]).reshape(1, 4, 2, 2)
-    # left = x - 0 = (4, 12, 4, 12), top = (4, 4, 12, 12), right = 16 - x, bottom = 16 - y
+    # points (4, 4), (12, 4), (4, 12), (12, 12); left = x - 0 = (4, 12, 4, 12), top = (4, 4, 12, 12), right = 16 - x, bottom = 16 - y
     dist = torch.tensor([[[4.0, 12], [4, 12]], [[4, 4], [12, 12]], [[12, 4], [12, 4]], [[12, 12], [4, 4]]])[
         None
     ]
