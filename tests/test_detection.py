@@ -436,3 +436,52 @@ def test_init_backbone_from_the_shipped_grey_classifier():
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():  # an RGB image with three equal channels gives the grey model's features
         torch.testing.assert_close(det.backbone(x.expand(1, 3, 64, 64))[-1], grey.forward_features(x))
+
+
+def test_detection_retention_benchmark_runs_on_a_tiny_model(tmp_path, capsys):
+    needs_pycocotools()
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_retention.py"
+    spec = importlib.util.spec_from_file_location("detection_retention", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "r.json"
+    result = script.main(
+        [
+            "--model",
+            "sdt_v3_tiny_fcos",
+            "--scenes",
+            "2",
+            "--scene-source",
+            "shipped",
+            "--keeps",
+            "0.5",
+            "--scorers",
+            "official",
+            "--energy-images",
+            "1",
+            "--batch-sizes",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--results-dir",
+            str(tmp_path / "res"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text())["rows"][1]["variant"] == "tp_official_0.5"
+    dense, pruned = result["rows"]
+    assert (tmp_path / "res" / "tp_official_0.5" / "detections.json").is_file()
+    assert set(dense["throughput"]) == {"detector", "backbone"}
+    assert dense["throughput"]["detector"]["1"]["speedup_vs_dense"] == 1.0
+    assert (
+        pruned["energy"]["kept_fraction"] < 1.0
+        and pruned["energy"]["block_macs"] < dense["energy"]["block_macs"]
+    )
+    assert set(dense["energy"]["parts"]) == {"backbone", "neck", "head"}
+    assert json.loads(capsys.readouterr().out)["model"] == "sdt_v3_tiny_fcos"
