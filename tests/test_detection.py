@@ -228,8 +228,7 @@ def test_training_augmentations_change_sizes_and_keep_boxes_on_the_objects():
     pre = preprocess_for(det, flip_p=1.0, scale_range=(0.5, 0.5), seed=3)
     image, target = pre(*data[0])
     assert image.shape[-2:] == (32, 32)
-    raw = data.target(0)["boxes"] if hasattr(data, "target") else data[0][1]["boxes"]
-    x1, y1, x2, y2 = raw.unbind(1)
+    x1, y1, x2, y2 = data[0][1]["boxes"].unbind(1)
     torch.testing.assert_close(target["boxes"], torch.stack([32 - x2 / 2, y1 / 2, 32 - x1 / 2, y2 / 2], 1))
 
 
@@ -373,9 +372,13 @@ def test_missing_pycocotools_says_how_to_install(monkeypatch):
         coco_eval.require_pycocotools()
 
 
-def test_dataset_without_category_mapping_is_refused():
+def test_dataset_without_category_mapping_or_with_a_transform_is_refused():
     with pytest.raises(ValueError, match="label_to_cat_id"):
         category_ids([(torch.zeros(3, 8, 8), {})])
+    data = scenes(2)
+    data.transform = lambda image, target: (image, target)
+    with pytest.raises(ValueError, match="without one"):
+        predict_detection(tiny(), data)
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():

@@ -84,6 +84,15 @@ def category_ids(dataset: Any, label_to_cat_id: Sequence[int] | None = None) -> 
     )
 
 
+def check_untransformed(dataset: Any, what: str) -> None:
+    """The engine letterboxes and normalises itself: refuse a dataset that transforms its items."""
+    if getattr(dataset, "transform", None) is not None:
+        raise ValueError(
+            f"the {what} has a transform ({dataset.transform!r}); pass it without one (transform=None): "
+            "the detection engine letterboxes, normalises and augments the images itself"
+        )
+
+
 def _target(dataset: Any, index: int) -> dict[str, Any]:
     fn = getattr(dataset, "target", None)
     return fn(index) if callable(fn) else dataset[index][1]
@@ -150,6 +159,7 @@ def predict_detection(
     """COCO results entries for the first ``limit`` images of ``dataset`` (all by default): the model
     runs on letterboxed images (``input_size`` or its configuration's) and its boxes are mapped back to
     the original pixels. The model's train/eval mode is restored afterwards."""
+    check_untransformed(dataset, "dataset")
     cats = category_ids(dataset, label_to_cat_id)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     pre = preprocess_for(model, input_size)
@@ -303,6 +313,9 @@ def train_detection(
         raise ValueError(f"need warmup >= 0 steps and lr > 0, got warmup={warmup}, lr={lr}")
     if len(train_set) == 0:
         raise ValueError("the training set is empty")
+    check_untransformed(train_set, "training set")
+    if val_set is not None:
+        check_untransformed(val_set, "validation set")
     device = torch.device(device)
     old_threads = torch.get_num_threads()
     if threads is not None:
