@@ -282,6 +282,16 @@ def test_non_square_training_step_dense_and_pruned():
         assert det.backbone.downsample1_1.encode_conv.weight.grad is not None
 
 
+def test_images_are_padded_to_the_size_divisor():
+    det = tiny(score_threshold=0.0).eval()
+    x = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        out = det(x)
+        padded = det(torch.nn.functional.pad(x, (0, 26, 0, 14)), image_sizes=[(50, 70)])
+    assert det.pad(x).shape[-2:] == (64, 96)
+    assert torch.equal(out[0]["boxes"], padded[0]["boxes"]) and (out[0]["boxes"][:, 2] <= 70).all()
+
+
 def test_keep_all_equals_dense():
     det = tiny(score_threshold=0.0).eval()
     x = torch.randn(2, 3, 64, 96)

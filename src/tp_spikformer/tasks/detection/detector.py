@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,8 +30,8 @@ class SpikingDetector(nn.Module):
     ``forward(images)`` returns one dict per image (``boxes`` ``[N, 4]`` xyxy in input pixels, clipped
     to the image, ``scores``, ``labels`` 0..K-1); ``forward(images, targets)`` returns the loss dict
     (``loss`` the total). ``image_sizes`` (unpadded ``(h, w)`` per image of a padded batch) clip the
-    boxes; default the batch's ``H, W``. ``images`` are normalised ``[B, 3, H, W]`` with sides a multiple
-    of :attr:`size_divisor`.
+    boxes; default the batch's ``H, W``. ``images`` are normalised ``[B, 3, H, W]``; sides that are not
+    multiples of :attr:`size_divisor` are zero-padded bottom/right (as mmdet pads to 32).
     """
 
     task = "detection"
@@ -72,18 +73,19 @@ class SpikingDetector(nn.Module):
             feats = [f.mean(0) for f in feats]  # [T, B, C, H, W] -> [B, C, H, W]
         return list(feats)
 
-    def forward_raw(self, images: torch.Tensor) -> Any:
-        """The head's raw outputs for a batch (no loss, no post-processing)."""
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Zero-pad ``[B, C, H, W]`` images bottom/right to sides that are multiples of :attr:`size_divisor`
+        (zero = the mean colour after normalisation; boxes keep their coordinates)."""
         if images.dim() != 4:
             raise ValueError(f"a detector takes images [B, C, H, W], got shape {list(images.shape)}")
         h, w = images.shape[-2:]
         m = self.size_divisor
-        if h % m or w % m:
-            raise ValueError(
-                f"image sides must be multiples of {m} (got {h}x{w}): letterbox or pad the batch, e.g. "
-                f"tp_spikformer.data.collate_detection(..., size_divisor={m})"
-            )
-        return self.head(self.neck(self.backbone_features(images)))
+        pad_h, pad_w = -h % m, -w % m
+        return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+    def forward_raw(self, images: torch.Tensor) -> Any:
+        """The head's raw outputs for a batch (no loss, no post-processing), after :meth:`pad`."""
+        return self.head(self.neck(self.backbone_features(self.pad(images))))
 
     def forward(
         self,
@@ -94,5 +96,6 @@ class SpikingDetector(nn.Module):
         outputs = self.forward_raw(images)
         if targets is not None:
             return self.head.loss(outputs, targets)
+        # default: the images as given (before padding)
         sizes = list(image_sizes) if image_sizes is not None else [tuple(images.shape[-2:])] * images.shape[0]
         return self.head.predict(outputs, sizes)
