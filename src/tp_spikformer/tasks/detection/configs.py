@@ -11,7 +11,7 @@ threshold at initialisation: see :mod:`.neck`).
 
 Weights: no official detector weights exist (the official repository releases only the ImageNet
 backbones); initialise the backbone from an ImageNet classification checkpoint with
-``load_checkpoint(detector.backbone, path)`` (its head keys are dropped and reported).
+``init_backbone(detector, path)`` (:mod:`.backbone_init`; its head keys are dropped and reported).
 """
 
 from __future__ import annotations

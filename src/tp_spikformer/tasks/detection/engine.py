@@ -295,7 +295,8 @@ def train_detection(
         log / log_interval: a ``str -> None`` callable (None: silent) and how many steps between lines.
         out_dir: writes ``checkpoint.pt`` after every epoch, ``model.pt`` (weights + ``meta``) and
             ``metrics.json`` at the end; with ``resume`` an existing checkpoint there is continued.
-        max_steps: stop after this many optimiser steps in total (short runs, tests, probes).
+        max_steps: stop after this many optimiser steps in total (short runs, tests, probes); the
+            warm-up + cosine schedule then spans these steps.
         val_set / eval_batch_size / val_limit / label_to_cat_id: scored with pycocotools after the last
             epoch (:func:`evaluate_detection`; the results file goes to ``out_dir``).
         meta: extra entries for the weights file's ``meta``.
