@@ -12,7 +12,7 @@ from ._registry import (
     register_model,
 )
 from .base import SpikingTransformer
-from .checkpoint import CheckpointError, export_weights, extract_state_dict, load_checkpoint, read_checkpoint
+from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
 from .protocol import BlockPart, TokenBlock, TPDefaults, token_blocks
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "TokenBlock",
     "build_from_official_kwargs",
     "create_model",
-    "export_weights",
     "extract_state_dict",
     "get_model_config",
     "list_models",

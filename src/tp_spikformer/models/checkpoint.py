@@ -9,7 +9,6 @@ globals; nothing else is ever unpickled unless the caller says the file is trust
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import pathlib
@@ -243,26 +242,3 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     if best is None or best[1] > max(10, len(have) // 4):
         return None
     return best
-
-
-# -- writing ------------------------------------------------------------------------------------------
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> str:
-    """``torch.save`` to a temporary file next to ``path``, then rename it (no half-written files)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def export_weights(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> str:
-    """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
-    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage); ``meta`` is
-    stored as plain JSON data (unknown objects as strings)."""
-    state = {
-        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
-        for k, v in model.state_dict().items()
-    }
-    return atomic_save({"model": state, "meta": json.loads(json.dumps(meta or {}, default=str))}, path)
