@@ -28,12 +28,12 @@ import tempfile
 import time
 
 import torch
+from torch import nn
 
 from tp_spikformer import create_model
-from tp_spikformer.api import make_variant
 from tp_spikformer.data import CocoDetection
 from tp_spikformer.data.scenes import SceneConfig, SceneDataset
-from tp_spikformer.measure import benchmark, measure_energy
+from tp_spikformer.measure import benchmark, make_variants, measure_energy
 from tp_spikformer.tasks.detection.engine import evaluate_detection, preprocess_for
 from tp_spikformer.tasks.detection.preprocess import make_batch
 
@@ -107,24 +107,34 @@ def energy_by_part(report) -> dict:
     return {**{k: report.totals.get(k) for k in keep}, "parts": parts}
 
 
+class BackboneOf(nn.Module):
+    """The backbone alone of a detector variant (switches the shared model to the variant first)."""
+
+    def __init__(self, variant: nn.Module):
+        super().__init__()
+        self.variant = variant
+
+    def forward(self, x: torch.Tensor):
+        return self.variant.activate().backbone(x)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     model = create_model(args.model, checkpoint=args.checkpoint).eval()
     data = load_data(args, model)
     n_eval = min(len(data), args.limit) if args.limit else len(data)
-    variants = [("dense", None, None, make_variant(model))]
-    variants += [
-        (f"tp_{scorer}_{keep:g}", keep, scorer, make_variant(model, keep, scorer))
-        for keep in args.keeps
-        for scorer in args.scorers
-    ]
+    configs = [(None, None)] + [(keep, scorer) for keep in args.keeps for scorer in args.scorers]
+    labels = ["dense"] + [f"tp_{scorer}_{keep:g}" for keep, scorer in configs[1:]]
+    shared = make_variants(model, configs, labels)  # one patched copy, switched per variant
+    variants = [(v.label, v.keep, v.scorer, v) for v in shared]
     tmp = tempfile.TemporaryDirectory() if not args.results_dir else None
     results_dir = args.results_dir or tmp.name
     energy_x = preprocessed_images(model, data, args.energy_images)
     rows = []
-    for name, keep, scorer, det in variants:
+    for name, keep, scorer, variant in variants:
         t0 = time.perf_counter()
+        det = variant.activate()  # the shared detector, switched to this variant
         metrics = evaluate_detection(
             det,
             data,
@@ -151,8 +161,8 @@ def main(argv=None) -> dict:
         )
 
     bench_x = preprocessed_images(model, data, max(args.batch_sizes))
-    timed = [(f"detector/{n}", det) for n, _, _, det in variants] + [
-        (f"backbone/{n}", det.backbone) for n, _, _, det in variants
+    timed = [(f"detector/{n}", v) for n, _, _, v in variants] + [
+        (f"backbone/{n}", BackboneOf(v)) for n, _, _, v in variants
     ]
     bench = benchmark(
         timed,

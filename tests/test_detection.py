@@ -29,7 +29,6 @@ from tp_spikformer.tasks.detection import boxes as box_ops
 from tp_spikformer.tasks.detection.engine import (
     category_ids,
     evaluate_detection,
-    learning_rate,
     predict_detection,
     preprocess_for,
     train_detection,
@@ -389,14 +388,6 @@ def test_dataset_without_category_mapping_or_with_a_transform_is_refused():
     data.transform = lambda image, target: (image, target)
     with pytest.raises(ValueError, match="without one"):
         predict_detection(tiny(), data)
-
-
-def test_learning_rate_warms_up_then_follows_a_cosine():
-    assert learning_rate(0, 100, 10, 1.0) == pytest.approx(1e-3)
-    assert learning_rate(10, 100, 10, 1.0) == pytest.approx(1.0)
-    assert learning_rate(55, 100, 10, 1.0) == pytest.approx(0.5)
-    assert learning_rate(100, 100, 10, 1.0, min_lr=0.1) == pytest.approx(0.1)
-    assert learning_rate(60, 100, 10, 1.0, cosine=False) == 1.0
 
 
 def test_a_few_training_steps_decrease_the_loss_and_write_loadable_weights(tmp_path):

@@ -1,9 +1,9 @@
 """Training, prediction and COCO evaluation of a detector (library functions; the CLI wires them).
 
-* :func:`train_detection`: AdamW (no weight decay on norms, biases and scales, as the official detection
-  configs exempt norms), linear warm-up from ``lr / 1000`` (mmdet's ``LinearLR`` start factor) then cosine
-  decay per step, scale jitter and flips; a resumable ``checkpoint.pt`` per epoch and the final weights
-  in ``model.pt`` (:func:`tp_spikformer.models.export_weights`'s format).
+* :func:`train_detection`: AdamW (``training.make_optimizer``: no weight decay on norms, biases and the
+  head's scales, which the official detection configs exempt too), linear warm-up then cosine decay per
+  step (``training.cosine_lr``), scale jitter and flips; a resumable ``checkpoint.pt`` per epoch and the
+  final weights in ``model.pt`` (``training.export_weights``'s format).
 * :func:`predict_detection`: COCO results entries (``image_id``, ``category_id`` = the dataset's own
   category id, ``bbox`` ``[x, y, w, h]`` in original image pixels after undoing the letterbox, ``score``).
 * :func:`evaluate_detection`: writes the results file and scores it with pycocotools.
@@ -16,7 +16,6 @@ generated scenes (the ids their COCO writer uses), or ``label_to_cat_id=`` given
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -30,15 +29,14 @@ from torch import nn
 
 from ...data.coco import coco_results
 from ...data.scenes import SEMANTIC_CLASSES, SceneDataset
-from ...models.checkpoint import atomic_save, export_weights
+from ...errors import UsageError, check_int
+from ...jsonio import plain, write_json
+from ...training.checkpoints import CHECKPOINT_NAME, METRICS_NAME, WEIGHTS_NAME, atomic_save, export_weights
+from ...training.optim import cosine_lr, epoch_seed, make_optimizer, set_lr
 from .coco_eval import require_pycocotools, score_results
 from .preprocess import DetectionPreprocess, make_batch, original_boxes
 
-CHECKPOINT_NAME = "checkpoint.pt"
-WEIGHTS_NAME = "model.pt"
-METRICS_NAME = "metrics.json"
 RESULTS_NAME = "detections.json"
-WARMUP_START = 1e-3  # warm-up starts at lr x this (mmdet LinearLR start_factor of the official configs)
 
 
 def _log_to_stderr(msg: str) -> None:
@@ -52,11 +50,11 @@ def model_input_size(model: nn.Module, input_size: Sequence[int] | None = None) 
     """``(h, w)`` the images are letterboxed to: ``input_size`` or the model configuration's."""
     if input_size is not None:
         if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
-            raise ValueError(f"input_size must be (height, width), got {input_size}")
+            raise UsageError(f"input_size must be (height, width) in pixels, got {input_size}")
         return int(input_size[0]), int(input_size[1])
     cfg = getattr(model, "config", None)
     if cfg is None:
-        raise ValueError("the model has no .config (build it with create_model) : pass input_size=(h, w)")
+        raise UsageError("the model has no .config (build it with create_model): pass input_size=(h, w)")
     return tuple(int(v) for v in cfg.data.input_size[1:])
 
 
@@ -78,7 +76,7 @@ def category_ids(dataset: Any, label_to_cat_id: Sequence[int] | None = None) -> 
         return [int(c) for c in own]
     if isinstance(dataset, SceneDataset):
         return list(range(1, len(SEMANTIC_CLASSES)))
-    raise ValueError(
+    raise UsageError(
         f"{type(dataset).__name__} has no label_to_cat_id: pass label_to_cat_id=[category id of label 0, "
         "of label 1, ...] so the results file uses the ground truth's category ids"
     )
@@ -87,7 +85,7 @@ def category_ids(dataset: Any, label_to_cat_id: Sequence[int] | None = None) -> 
 def check_untransformed(dataset: Any, what: str) -> None:
     """The engine letterboxes and normalises itself: refuse a dataset that transforms its items."""
     if getattr(dataset, "transform", None) is not None:
-        raise ValueError(
+        raise UsageError(
             f"the {what} has a transform ({dataset.transform!r}); pass it without one (transform=None): "
             "the detection engine letterboxes, normalises and augments the images itself"
         )
@@ -136,9 +134,7 @@ def ground_truth(dataset: Any, indices: Sequence[int], label_to_cat_id: Sequence
 def _indices(dataset: Any, limit: int | None) -> list[int]:
     n = len(dataset)
     if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be a positive number of images, got {limit}")
-        n = min(n, int(limit))
+        n = min(n, check_int("limit (images)", limit))
     return list(range(n))
 
 
@@ -208,8 +204,7 @@ def evaluate_detection(
     seconds = time.perf_counter() - start
     out_file = os.fspath(out_file)
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-    with open(out_file, "w") as f:
-        json.dump(results, f)
+    write_json(out_file, results, indent=None)
     idx = _indices(dataset, limit)
     image_ids = [int(_target(dataset, i)["image_id"]) for i in idx]
     metrics = score_results(ground_truth(dataset, idx, label_to_cat_id), out_file, image_ids)
@@ -220,35 +215,15 @@ def evaluate_detection(
 # -- training -----------------------------------------------------------------------------------------
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on convolution / linear kernels (``ndim >= 2``) only; norms, biases and
-    the head's level scales are not decayed."""
-    decay, rest = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else rest).append(p)
-    return [
-        g
-        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
-        if g["params"]
-    ]
-
-
-def learning_rate(
-    step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0, cosine: bool = True
-) -> float:
-    """Rate of optimiser step ``step`` (0-based): linear from ``lr x 1e-3`` to ``lr`` over ``warmup``
-    steps, then cosine to ``min_lr`` at ``total`` (or constant with ``cosine=False``)."""
-    if step < warmup:
-        return lr * (WARMUP_START + (1 - WARMUP_START) * step / warmup)
-    if not cosine:
-        return lr
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+def _rate(step: int, total: int, warmup: int, lr: float, min_lr: float, cosine: bool) -> float:
+    """Warm-up then cosine (``training.cosine_lr``), or warm-up then constant."""
+    if cosine:
+        return cosine_lr(step, total, warmup, lr, min_lr)
+    return lr * min(1.0, (step + 1) / warmup) if warmup else lr
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return torch.randperm(n, generator=g).tolist()
 
 
@@ -284,8 +259,9 @@ def train_detection(
     """Train ``model`` (a detector: ``model(images, targets)`` returns its loss dict) on ``train_set``.
 
     Args:
-        epochs / batch_size / lr / weight_decay: AdamW schedule (:func:`param_groups`).
-        warmup: warm-up length in optimiser steps; cosine / min_lr: decay after it (per step).
+        epochs / batch_size / lr / weight_decay: AdamW (``training.make_optimizer``: decay on kernels only).
+        warmup: linear warm-up length in optimiser steps; cosine / min_lr: cosine decay after it (per
+            step) to ``min_lr``, or (``cosine=False``) a constant rate.
         flips: horizontal-flip probability; scale_jitter: ``(low, high)`` resize factors after the
             letterbox (None: off).
         input_size: letterbox size (default the model configuration's).
@@ -308,12 +284,12 @@ def train_detection(
     if val_set is not None:
         require_pycocotools()  # fail before training, not after it
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_interval", log_interval)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if warmup < 0 or lr <= 0:
-        raise ValueError(f"need warmup >= 0 steps and lr > 0, got warmup={warmup}, lr={lr}")
+        check_int(name, value)
+    check_int("warmup (steps)", warmup, minimum=0)
+    if lr <= 0:
+        raise UsageError(f"lr must be positive, got {lr}")
     if len(train_set) == 0:
-        raise ValueError("the training set is empty")
+        raise UsageError("the training set is empty")
     check_untransformed(train_set, "training set")
     if val_set is not None:
         check_untransformed(val_set, "validation set")
@@ -322,7 +298,7 @@ def train_detection(
     if threads is not None:
         torch.set_num_threads(int(threads))
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
+    optimizer = make_optimizer(model, lr, weight_decay)
     pre = preprocess_for(model, input_size, flip_p=flips, scale_range=scale_jitter, seed=seed)
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, int(max_steps))
@@ -336,11 +312,7 @@ def train_detection(
             ck = torch.load(ckpt_path, map_location=device, weights_only=True)
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
-            step, first_epoch, history = (
-                int(ck["step"]),
-                int(ck["epoch"]) + 1,
-                list(json.loads(ck["history"])),
-            )
+            step, first_epoch, history = int(ck["step"]), int(ck["epoch"]) + 1, list(ck["history"])
             train_seconds = float(ck["train_seconds"])
             say(f"resumed from {ckpt_path} after epoch {first_epoch} (step {step})")
     say(
@@ -353,7 +325,7 @@ def train_detection(
             if step >= total:
                 break
             model.train()
-            pre.reseed(seed * 100_003 + epoch)
+            pre.reseed(epoch_seed(seed, epoch, stream=1))
             order = _epoch_order(len(train_set), seed, epoch)
             sums: dict[str, float] = {}
             seen, t0 = 0, time.perf_counter()
@@ -362,8 +334,7 @@ def train_detection(
                     break
                 items = [pre(*train_set[i]) for i in order[b * batch_size : (b + 1) * batch_size]]
                 images, targets, _ = make_batch(items, model.size_divisor)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, total, warmup, lr, min_lr, cosine)
+                set_lr(optimizer, _rate(step, total, warmup, lr, min_lr, cosine))
                 losses = model(images.to(device), targets)
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
@@ -400,7 +371,7 @@ def train_detection(
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch,
                         "step": step,
-                        "history": json.dumps(history),
+                        "history": plain(history),
                         "train_seconds": train_seconds,
                     },
                     ckpt_path,
@@ -454,6 +425,5 @@ def train_detection(
         }
         result["weights"] = export_weights(model, os.path.join(out_dir, WEIGHTS_NAME), info)
         result["checkpoint"] = ckpt_path
-        with open(os.path.join(out_dir, METRICS_NAME), "w") as f:
-            json.dump(json.loads(json.dumps(result, default=str)), f, indent=1)
+        write_json(os.path.join(out_dir, METRICS_NAME), result)
     return result
