@@ -43,7 +43,8 @@ class SpikingTransformer(nn.Module):
     # True when only the head follows the blocks and it pools over whatever tokens it gets (single-stage
     # models), so tokens may be removed for good ("drop" mode of the pruning patch)
     supports_token_drop: bool = False
-    # run in channels-last memory order (same results, faster stems); set False for contiguous NCHW
+    # inference in channels-last memory order (faster stems; float32 results may differ in rare spikes, see
+    # _memory_format); set False for contiguous NCHW
     channels_last: bool = True
     # NaN/Inf input check: always on CPU; on accelerators only on the first forward (a device-to-host sync)
     # unless check_inputs is True
@@ -118,12 +119,16 @@ class SpikingTransformer(nn.Module):
         self.__dict__["_finite_checked"] = True
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        """Channels innermost (NHWC strides per image) when ``channels_last``, else contiguous.
+        """Channels innermost (NHWC strides per image) when ``channels_last`` and no gradient is recorded,
+        else contiguous NCHW.
 
-        Same values, different memory order: convolutions and max-pools of the stems run 15-20 % faster
-        on CPU in NHWC (max-pool ~20x), and every op after them keeps the layout.
+        Convolutions and max-pools of the stems run 15-20 % faster on CPU in NHWC (max-pool ~20x), and every
+        op after them keeps the layout. The values are the same in float64; in float32 a convolution may round
+        differently in the last bit, and a spike threshold can turn that into a different spike. Training
+        (grad enabled) always runs NCHW: torch 2.13's CPU backward of a 1x1 stride-2 convolution on a
+        channels-last input corrupts the heap (QKFormer's shortcut convolutions crash in backward).
         """
-        if not self.channels_last:
+        if not self.channels_last or torch.is_grad_enabled():
             return x.contiguous()
         if x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
