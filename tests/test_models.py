@@ -12,8 +12,9 @@ from tp_spikformer.models import (
     token_blocks,
 )
 
-ALL = list_models()
-OFFICIAL = list_models(include_tiny=False)
+# classification configurations (task models such as detectors are tested with their task)
+ALL = [n for n in list_models() if get_model_config(n).task == "classification"]
+OFFICIAL = [n for n in list_models(include_tiny=False) if get_model_config(n).task == "classification"]
 TINY = list_models("*_tiny")
 FAMILIES = {"spikformer", "sdt_v1", "qkformer", "sdt_v3", "sdt_v2", "spikingformer"}
 
