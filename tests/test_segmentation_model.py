@@ -9,28 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny
 
 from tp_spikformer.data.fashion_objects import FashionObjects
 from tp_spikformer.data.scenes import SceneConfig, SceneDataset
-from tp_spikformer.measure import make_neurons_fire
-from tp_spikformer.models import CheckpointError, create_model, get_model_config, list_models
+from tp_spikformer.models import create_model, get_model_config, list_models
 from tp_spikformer.pruning import apply_tp, get_tp_state, remove_tp
-from tp_spikformer.tasks.segmentation import SegmentationMeter, SpikingSegmenter
-from tp_spikformer.tasks.segmentation.engine import (
+from tp_spikformer.tasks.segmentation import (
+    SegmentationMeter,
+    SpikingSegmenter,
     evaluate_segmentation,
     segmentation_loss,
     train_segmentation,
-    warmup_poly_lr,
 )
+from tp_spikformer.training.optim import poly_lr
 
 TINY = ["sdt_v3_tiny_semfpn", "spikformer_tiny_semfpn", "sdt_tiny_semfpn", "qkformer_tiny_semfpn"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(name, **kw):
-    torch.manual_seed(0)
-    model = create_model(name, **kw).eval()
-    make_neurons_fire(model, seed=1)
+    model = build_tiny(name, **kw)
     with torch.no_grad():  # trained layer scales (at their 1e-6 init the pruned branches change nothing)
         for n, p in model.named_parameters():
             if "layer_scale" in n:
@@ -126,8 +125,8 @@ def test_official_style_state_dict_loads_strictly():
     own = loaded.state_dict()
     assert set(own) == set(state) and all(torch.equal(own[k], state[k]) for k in state)
     del state["decode_head.conv_seg.bias"]
-    with pytest.raises(CheckpointError, match="decode_head.conv_seg.bias"):
-        create_model("sdt_v3_tiny_semfpn", checkpoint={"state_dict": state})
+    partial = create_model("sdt_v3_tiny_semfpn", checkpoint={"state_dict": state}, strict=False)
+    assert partial.load_report["missing"] == ["decode_head.conv_seg.bias"]  # strict loading would raise
 
 
 def test_backbone_checkpoint_and_num_classes_override():
@@ -221,12 +220,12 @@ def test_loss_ignores_index_255_hand_computed():
     assert small.grad.abs().sum() == 0
 
 
-def test_warmup_then_poly_schedule():
-    assert warmup_poly_lr(0, 100, 10, 1e-3) == pytest.approx(1e-9)  # mmengine LinearLR start_factor 1e-6
-    assert warmup_poly_lr(5, 100, 10, 1e-3) == pytest.approx(1e-3 * (1e-6 + (1 - 1e-6) * 0.5))
-    assert warmup_poly_lr(10, 100, 10, 1e-3) == pytest.approx(1e-3)
-    assert warmup_poly_lr(55, 100, 10, 1e-3) == pytest.approx(0.5e-3)  # power 1: linear to 0
-    assert warmup_poly_lr(55, 100, 10, 1e-3, power=2.0) == pytest.approx(0.25e-3)
+def test_warmup_then_poly_schedule_of_the_engine():
+    assert poly_lr(0, 100, 10, 1e-3) == pytest.approx(1e-3 * (1e-6 + (1 - 1e-6) * 0.1))  # from 1e-6 x lr
+    assert poly_lr(9, 100, 10, 1e-3) == pytest.approx(1e-3)
+    assert poly_lr(55, 100, 10, 1e-3) == pytest.approx(0.5e-3)  # power 1: linear to 0 at the end
+    assert poly_lr(55, 100, 10, 1e-3, power=2.0) == pytest.approx(0.25e-3)
+    assert poly_lr(100, 100, 10, 1e-3) == 0.0
 
 
 def test_a_few_training_steps_decrease_the_loss(tmp_path):
@@ -256,11 +255,42 @@ def test_a_few_training_steps_decrease_the_loss(tmp_path):
     x = images(1)
     with torch.no_grad():
         assert torch.equal(reloaded(x), seg(x))
-    groups = {
-        g["lr_mult"]: len(g["params"])
-        for g in torch.load(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
-    }
-    assert groups[2.0] == sum(1 for _ in seg.decode_head.parameters())  # decode head at 2x lr
+    groups = torch.load(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
+    doubled = sum(len(g["params"]) for g in groups if g["lr_mult"] == 2.0)
+    assert doubled == sum(1 for _ in seg.decode_head.parameters())  # the decode head at 2x lr, nothing else
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    def run(out, log=None):
+        torch.manual_seed(0)
+        seg = create_model("sdt_v3_tiny_semfpn")
+        train_segmentation(
+            seg,
+            scenes(8),
+            epochs=2,
+            batch_size=4,
+            lr=2e-3,
+            warmup_iters=0,
+            crop_size=64,
+            ratio_range=(0.8, 1.2),
+            log=log,
+            log_every=1,
+            out_dir=out,
+            seed=3,
+        )
+        return seg.state_dict()
+
+    straight = run(tmp_path / "a")
+
+    def stop_in_epoch_2(line):
+        if line.startswith("epoch 2/2 iter"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_in_epoch_2)
+    resumed = run(tmp_path / "b")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert "resumed from" in (tmp_path / "b" / "log.txt").read_text()
 
 
 class OracleSegmenter(torch.nn.Module):
@@ -339,43 +369,47 @@ def test_retention_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsys)
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    torch.manual_seed(0)
+    import tp_spikformer.data.scenes as scenes_module
+
+    monkeypatch.setattr(scenes_module, "FashionObjects", lambda *a, **k: sprites())  # no IDX files needed
     weights = tmp_path / "w.pt"
     torch.save({"model": tiny("sdt_v3_tiny_semfpn").state_dict()}, weights)
-    import tp_spikformer.data.fashion_objects as fo
-
-    monkeypatch.setattr(fo, "FashionObjects", lambda *a, **k: sprites())  # no IDX files needed
     out = tmp_path / "r.json"
-    result = bench.main(
-        [
-            "--model",
-            "sdt_v3_tiny_semfpn",
-            "--checkpoint",
-            str(weights),
-            "--scenes",
-            "4",
-            "--keeps",
-            "0.5",
-            "--scorers",
-            "official",
-            "random",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--bench-batch-sizes",
-            "2",
-            "--energy-batches",
-            "1",
-            "--batch-size",
-            "2",
-            "--out",
-            str(out),
-        ]
-    )
-    assert set(result["miou"]) == {"dense", "official@0.5", "random@0.5"}
-    assert result["miou"]["dense"]["images"] == 4
-    assert set(result["throughput_model"]) >= {"dense@b2", "official@0.5@b2", "random@0.5@b2"}
-    assert set(result["throughput_backbone"]) >= {"dense@b2", "official@0.5@b2"}
-    assert result["energy"]["official@0.5"]["block_macs"] < result["energy"]["dense"]["block_macs"]
-    assert out.exists() and '"miou"' in capsys.readouterr().out
+    argv = [
+        "--model",
+        "sdt_v3_tiny_semfpn",
+        "--checkpoint",
+        str(weights),
+        "--scenes",
+        "4",
+        "--keeps",
+        "0.5",
+        "--scorers",
+        "official",
+        "random",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-sizes",
+        "2",
+        "--energy-images",
+        "2",
+        "--eval-batch-size",
+        "2",
+        "--save-predictions",
+        str(tmp_path / "pred"),
+        "--out",
+        str(out),
+    ]
+    result = bench.main(argv)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == ["dense", "tp_official_0.5", "tp_random_0.5"]
+    assert all(r["images"] == 4 for r in rows.values()) and rows["dense"]["mIoU_drop"] == 0.0
+    assert rows["tp_official_0.5"]["energy"]["block_macs"] < rows["dense"]["energy"]["block_macs"]
+    assert rows["dense"]["energy"]["parts"]["decode_head"]["macs"] > 0
+    assert set(rows["tp_random_0.5"]["throughput"]) == {"segmenter", "backbone"}
+    assert rows["dense"]["throughput"]["segmenter"]["2"]["speedup_vs_dense"] == 1.0
+    assert sorted(os.listdir(tmp_path / "pred")) == sorted(rows)
+    assert len(os.listdir(tmp_path / "pred" / "tp_official_0.5")) == 4
+    assert out.exists() and '"rows"' in capsys.readouterr().out

@@ -6,5 +6,4 @@ configurations in the model registry (``ModelConfig.task``), so ``create_model``
 ``tp_spikformer`` is imported.
 """
 
-from . import detection  # noqa: F401  (registers the detector configurations)
-from . import segmentation  # noqa: F401  (registers the *_semfpn configurations)
+from . import detection, segmentation  # noqa: F401  (register the detector and segmenter configurations)

@@ -2,17 +2,10 @@
 train/evaluate engine, and mmseg's IoU accumulation."""
 
 from . import models  # noqa: F401  (registers the *_semfpn configurations)
-from .engine import (
-    evaluate_segmentation,
-    export_segmentation_weights,
-    input_normalization,
-    normalize_images,
-    segmentation_loss,
-    segmentation_optimizer,
-    train_segmentation,
-    warmup_poly_lr,
-    whole_inference,
-)
+from .engine import head_lr_multiplier, train_segmentation
+from .evaluation import evaluate_segmentation, whole_inference
+from .inputs import input_normalization, normalize_images
+from .losses import segmentation_loss
 from .metrics import SegmentationMeter, intersect_and_union
 from .models import build_semfpn, single_scale_indices
 from .semfpn import QFPN, QFPNHead, SpikingSegmenter, TimeMean, resize_logits
@@ -25,15 +18,13 @@ __all__ = [
     "TimeMean",
     "build_semfpn",
     "evaluate_segmentation",
-    "export_segmentation_weights",
+    "head_lr_multiplier",
     "input_normalization",
     "intersect_and_union",
     "normalize_images",
     "resize_logits",
     "segmentation_loss",
-    "segmentation_optimizer",
     "single_scale_indices",
     "train_segmentation",
-    "warmup_poly_lr",
     "whole_inference",
 ]
