@@ -31,7 +31,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tp_spikformer import create_model
@@ -39,7 +38,7 @@ from tp_spikformer.data.scenes import SceneConfig, SceneDataset
 from tp_spikformer.data.segmentation import ADE20KDataset, SegmentationEvalTransform
 from tp_spikformer.jsonio import dumps, write_json
 from tp_spikformer.measure import benchmark, make_variants, measure_energy
-from tp_spikformer.tasks.segmentation import evaluate_segmentation, input_normalization, normalize_images
+from tp_spikformer.tasks.segmentation import evaluate_segmentation, sample_inputs
 
 KEEPS = [0.78, 0.56, 0.3]
 SCORERS = ["official", "paper", "spatial", "random"]
@@ -102,19 +101,6 @@ def load_data(args, model):
     )
 
 
-def preprocessed_images(model, data, n: int) -> torch.Tensor:
-    """The first ``n`` images (cycled if the set is smaller), resized to the configuration's input size and
-    normalised: ``[n, 3, H, W]``."""
-    _, h, w = model.config.data.input_size
-    images = []
-    for i in range(n):
-        img = data[i % len(data)][0]
-        if tuple(img.shape[-2:]) != (h, w):
-            img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        images.append(img)
-    return normalize_images(torch.stack(images), input_normalization(model))
-
-
 def energy_by_part(report) -> dict:
     """Totals per image, and MACs / SOPs / energy of the backbone, neck and decode head (layer name prefixes)."""
     parts = {p: {"macs": 0.0, "sops": 0.0, "energy_mj": 0.0} for p in PARTS}
@@ -151,7 +137,7 @@ def main(argv=None) -> dict:
     configs = [(None, None)] + [(keep, scorer) for keep in args.keeps for scorer in args.scorers]
     labels = ["dense"] + [f"tp_{scorer}_{keep:g}" for keep, scorer in configs[1:]]
     variants = make_variants(model, configs, labels, seed=args.seed)  # one patched copy, switched per variant
-    energy_x = preprocessed_images(model, data, args.energy_images) if args.energy_images > 0 else None
+    energy_x = sample_inputs(model, data, args.energy_images, 1)[0] if args.energy_images > 0 else None
     rows = []
     for variant in variants:
         t0 = time.perf_counter()
@@ -176,7 +162,7 @@ def main(argv=None) -> dict:
     for row in rows:
         row["mIoU_drop"] = None if row["mIoU"] is None or dense_miou is None else dense_miou - row["mIoU"]
 
-    bench_x = preprocessed_images(model, data, max(args.batch_sizes))
+    bench_x = sample_inputs(model, data, max(args.batch_sizes), 1)[0]
     parts = ("segmenter",) if args.no_backbone_bench else ("segmenter", "backbone")
     timed = [(f"segmenter/{v.label}", v) for v in variants]
     if "backbone" in parts:

@@ -24,7 +24,7 @@ from tp_spikformer.tasks.segmentation import (
 )
 from tp_spikformer.training.optim import poly_lr
 
-TINY = ["sdt_v3_tiny_semfpn", "spikformer_tiny_semfpn", "sdt_tiny_semfpn", "qkformer_tiny_semfpn"]
+TINY = list_models("*_tiny_semfpn")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -231,16 +231,16 @@ def test_warmup_then_poly_schedule_of_the_engine():
 def test_a_few_training_steps_decrease_the_loss(tmp_path):
     torch.manual_seed(0)
     seg = create_model("sdt_v3_tiny_semfpn")
-    data = scenes(8)
+    data = scenes(8, size=32)
     result = train_segmentation(
         seg,
         data,
-        scenes(4, seed=1),
+        scenes(4, size=32, seed=1),
         epochs=4,
         batch_size=4,
         lr=2e-3,
         warmup_iters=0,
-        crop_size=64,
+        crop_size=32,
         ratio_range=(1.0, 1.0),
         log=None,
         out_dir=tmp_path,
@@ -266,12 +266,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
         seg = create_model("sdt_v3_tiny_semfpn")
         train_segmentation(
             seg,
-            scenes(8),
+            scenes(8, size=32),
             epochs=2,
             batch_size=4,
             lr=2e-3,
             warmup_iters=0,
-            crop_size=64,
+            crop_size=32,
             ratio_range=(0.8, 1.2),
             log=log,
             log_every=1,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...data.scene_writers import scene_stem
@@ -87,3 +88,17 @@ def device_of(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def sample_inputs(model: nn.Module, dataset: Any, batch_size: int, n_batches: int) -> list[torch.Tensor]:
+    """``n_batches`` normalised batches ``[batch_size, 3, H, W]`` of the first images (cycled if the set is
+    smaller), resized bilinearly to the configuration's input size: inputs for counting SOPs and timing."""
+    _, h, w = model.config.data.input_size
+    images = []
+    for i in range(batch_size * n_batches):
+        image = split_item(dataset[i % len(dataset)], i % len(dataset), dataset)[0]
+        if tuple(image.shape[-2:]) != (h, w):
+            image = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        images.append(image)
+    x = normalize_images(torch.stack(images), input_normalization(model))  # [n, 3, H, W]
+    return list(x.split(batch_size))

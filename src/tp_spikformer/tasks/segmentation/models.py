@@ -11,7 +11,9 @@
   ``t`` and ``s`` are the same design on the smaller base models, which have no official segmentation config).
 * ``sdt_v3_scenes_semfpn``: a small configuration meant to be trained on this machine on the generated
   scenes (128x128 canvases, 11 classes: background + the 10 Fashion-MNIST classes).
-* ``<family>_tiny_semfpn``: test sizes on each family's tiny backbone (64x64 inputs, 11 classes).
+* ``<family>_tiny_semfpn``: test sizes on each family's tiny backbone (64x64 inputs, 11 classes): SDT-V3 and
+  SDT-V2 at their official segmentation strides, QKFormer's three stages, and evenly spaced block outputs of
+  the single-stride Spikformer, SDT-V1 and Spikingformer.
 
 ``backbone_checkpoint`` (a classification or segmentation checkpoint) loads into the backbone alone, with
 the rules of ``load_checkpoint`` (classifier keys dropped and reported, ``backbone.`` prefix taken by name,
@@ -214,6 +216,29 @@ _register(
     TINY_DATA,
     SCENE_CLASSES,
     out_indices=None,
+    channels=16,
+    tiny=True,
+    extra=SCENES_EXTRA,
+)
+
+_register(
+    "sdt_v2_tiny_semfpn",
+    "sdt_v2_tiny",
+    _TINY_DESC.format("SDT-V2 (strides 2/4/8/16, T=2)"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices="segmentation",
+    channels=16,
+    tiny=True,
+    extra=SCENES_EXTRA,
+)
+_register(
+    "spikingformer_tiny_semfpn",
+    "spikingformer_tiny",
+    _TINY_DESC.format("Spikingformer (single stride 4)"),
+    TINY_DATA,
+    SCENE_CLASSES,
+    out_indices="single_scale",
     channels=16,
     tiny=True,
     extra=SCENES_EXTRA,
