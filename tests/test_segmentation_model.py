@@ -142,6 +142,20 @@ def test_backbone_checkpoint_and_num_classes_override():
         create_model("sdt_v3_tiny_semfpn", num_clases=5)
 
 
+def test_scene_segmenter_starts_from_the_shipped_grey_classifier():
+    seg = create_model("sdt_v3_scenes_semfpn", backbone_checkpoint="sdt_v3_fmnist")
+    cls = create_model("sdt_v3_fmnist", pretrained=True)
+    stem = cls.downsample1_1.encode_conv.weight  # [O, 1, 7, 7] -> [O, 3, 7, 7] / 3
+    assert torch.equal(seg.backbone.downsample1_1.encode_conv.weight, stem.repeat(1, 3, 1, 1) / 3)
+    assert torch.equal(seg.backbone.block4[1].mlp.fc2_conv.weight, cls.block4[1].mlp.fc2_conv.weight)
+    x = torch.rand(1, 1, 64, 64)  # a grey image, normalised with the same statistics on every channel
+    norm = (x - 0.2860) / 0.3530
+    with torch.no_grad():
+        grey = cls.eval().forward_intermediates(norm, [0], intermediates_only=True)[0]
+        rgb = seg.eval().forward_features(norm.expand(1, 3, 64, 64))[0]
+    assert torch.allclose(rgb, grey, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", list_models("*_semfpn"))
 def test_every_registered_semfpn_builds(name):
     cfg = get_model_config(name)
