@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tp_spikformer.measure import make_neurons_fire
-from tp_spikformer.models import create_model, list_models, token_blocks
+from tp_spikformer.models import create_model, get_model_config, list_models, token_blocks
 from tp_spikformer.pruning import (
     KeepSchedule,
     apply_tp,
@@ -19,7 +19,7 @@ from tp_spikformer.pruning import (
     side_ratio,
 )
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 SCORERS = ["official", "paper", "spatial", "official_spatial", "random", "firing_rate"]
 
 

@@ -8,10 +8,17 @@ import torch
 from torch import nn
 
 from tp_spikformer.measure import make_neurons_fire
-from tp_spikformer.models import BlockPart, TokenBlock, create_model, list_models, token_blocks
+from tp_spikformer.models import (
+    BlockPart,
+    TokenBlock,
+    create_model,
+    get_model_config,
+    list_models,
+    token_blocks,
+)
 from tp_spikformer.pruning import apply_tp, fraction, get_tp_state, register_scorer, remove_tp, side, side_ratio
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
 
 def tiny(name, **kw):

@@ -5,3 +5,5 @@ nothing outside ``tasks`` (except the CLI and the API) imports a task. Task mode
 configurations in the model registry (``ModelConfig.task``), so ``create_model`` builds them by name once
 ``tp_spikformer`` is imported.
 """
+
+from . import tracking  # noqa: F401  (registers the trackers)

@@ -7,6 +7,7 @@ The data side (event simulation, readers, representations, crops) lives in ``tp_
 (:mod:`~tp_spikformer.data.esim`, :mod:`~tp_spikformer.data.tracking`, :mod:`~tp_spikformer.data.event_repr`).
 """
 
+from . import sdtrack, spikformer_track  # noqa: F401  (registers the tracker configurations)
 from .metrics import (
     CENTER_THRESHOLDS,
     NORM_CENTER_THRESHOLDS,
