@@ -59,6 +59,9 @@ from torch import nn
 from .data.catalog import SHIPPED_SLICE as FMNIST_SLICE
 from .data.catalog import load_dataset, synthetic_dataset
 from .evaluate import autocast_context, evaluate, logits_of
+from .models.checkpoint import atomic_save as _atomic_save
+from .models.checkpoint import export_weights
+from .models.checkpoint import json_plain as _plain
 
 __all__ = [
     "DistInfo",
@@ -382,28 +385,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-able plain data (tuples become lists, unknown objects strings)."""
-    return json.loads(json.dumps(obj, default=str))
-
-
-def export_weights(model: nn.Module, path: str, meta: dict[str, Any] | None = None) -> str:
-    """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
-    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage)."""
-    state = {
-        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
-        for k, v in model.state_dict().items()
-    }
-    _atomic_save({"model": state, "meta": _plain(meta or {})}, path)
-    return path
 
 
 # -- argument parser ----------------------------------------------------------------------------------

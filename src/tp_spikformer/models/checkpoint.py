@@ -9,6 +9,7 @@ globals; nothing else is ever unpickled unless the caller says the file is trust
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pathlib
@@ -242,3 +243,31 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     if best is None or best[1] > max(10, len(have) // 4):
         return None
     return best
+
+
+# -- writing weights --------------------------------------------------------------------------------------
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def json_plain(obj: Any) -> Any:
+    """JSON-able plain data (tuples become lists, unknown objects strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def export_weights(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> str:
+    """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
+    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage). Any model
+    of the zoo (classifier or task model) reads it back with ``create_model(name, checkpoint=path)``."""
+    state = {
+        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
+        for k, v in model.state_dict().items()
+    }
+    atomic_save({"model": state, "meta": json_plain(meta or {})}, path)
+    return os.fspath(path)
