@@ -1,6 +1,7 @@
 """Trackers: SDTrack exact against the official code, the canvas layout, protected template tokens under TP,
 losses on hand-made cases, the pair sampler, training steps, the online loop and dataset evaluation."""
 
+import json
 import math
 
 import numpy as np
@@ -340,18 +341,20 @@ def test_pair_sampler_centres_the_target_without_jitter(synth, name):
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_a_few_training_steps_decrease_the_loss(synth, name):
+    # one fixed batch: the loss of a spiking tracker jumps from step to step (argmax boxes, quantised
+    # activations, batch statistics), so compare the first three steps with the last three
     model = tracker(name).train()
     sampler = PairSampler(list(synth[0]), model.input_spec())
     z, x, box = sampler.batch(4, np.random.default_rng(0))
-    opt = torch.optim.AdamW(param_groups(model, 2e-3, 1.0), lr=2e-3)
+    opt = torch.optim.AdamW(param_groups(model, 3e-3, 1.0), lr=3e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(16):
         loss, _ = tracking_loss(model(z, x), box)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
 
 
 def test_train_tracker_writes_weights_that_load_by_name(synth, tmp_path):
@@ -401,3 +404,46 @@ def test_evaluate_tracking_writes_results_and_scores(synth, tmp_path):
     apply_tracker_tp(model, keep=0.3)
     pruned = evaluate_tracking(model, synth[1], limit=1)
     assert pruned["num_sequences"] == 1 and get_tp_state(model).records
+
+
+def test_tracking_retention_benchmark_runs_on_a_tiny_tracker(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tracking_retention.py"
+    spec = importlib.util.spec_from_file_location("tracking_retention", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "retention.json"
+    threads = torch.get_num_threads()
+    assert (
+        bench.main(
+            [
+                "--model",
+                "sdtrack_tiny_test",
+                "--synth-sequences",
+                "1",
+                "--synth-frames",
+                "4",
+                "--keeps",
+                "0.5",
+                "--scorers",
+                "official",
+                "temporal",
+                "--energy-pairs",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    dense, pruned = result["rows"]["dense"], result["rows"]["official@0.5"]
+    assert result["rows"]["temporal@0.5"] is None  # SDTrack has no time axis
+    assert dense["kept_fraction"] == 1.0 and pruned["kept_fraction"] == pytest.approx(13 / 25)
+    assert pruned["block_macs"] < dense["block_macs"] and 0 < pruned["energy_ratio"] < 1
+    for key in ("auc", "precision_20", "norm_precision_20", "fps", "model_fps", "sops", "energy_mj"):
+        assert key in dense and key in pruned
