@@ -375,6 +375,10 @@ def test_train_tracker_writes_weights_that_load_by_name(synth, tmp_path):
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "history.json").is_file()
     with pytest.raises(ValueError, match="samples_per_epoch"):
         train_tracker(model, synth[0], epochs=1, samples_per_epoch=1, batch_size=2)
+    for name in ("sdtrack_synth", "spikformer_track_synth"):  # the shipped recipes are valid arguments
+        recipe = get_model_config(name).extra["train_recipe"]
+        small = {**recipe, "epochs": 1, "samples_per_epoch": 2, "batch_size": 2, "log": None}
+        assert len(train_tracker(model, synth[0], **small)["history"]) == 1
 
 
 @pytest.mark.parametrize("name", TRACKERS)
