@@ -92,6 +92,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="FE108-layout folder (<data>/<split>/<seq>/...)")
     p.add_argument("--split", default="test")
     p.add_argument(
+        "--frames-dir",
+        default=None,
+        help="read SDTrack's pre-converted GTP PNG frames (e.g. inter1_stack_3008) instead of events",
+    )
+    p.add_argument(
         "--synth-sequences",
         type=int,
         default=4,
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
             make_tracking_dataset(
                 root, train=0, test=args.synth_sequences, frames=args.synth_frames, source="shipped"
             )
-        data = TrackingDataset(root, "fe108", args.split)
+        data = TrackingDataset(root, "fe108", args.split, frames_dir=args.frames_dir)
         seqs = list(data)[: args.limit] if args.limit else list(data)
         pairs = energy_pairs(model, seqs, args.energy_pairs)
         rows = {"dense": run_variant(model, seqs, None, pairs, "dense")}

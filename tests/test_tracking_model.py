@@ -397,6 +397,19 @@ def test_online_tracking_returns_a_box_per_frame_starting_at_the_ground_truth(sy
     assert track_sequence(model, seq, stop=3)["boxes"].shape == (3, 4)
 
 
+def test_sdtrack_pngs_give_the_same_track_as_events(synth):
+    pytest.importorskip("PIL", reason="writing SDTrack's PNG frames needs Pillow")
+    model = tracker("sdtrack_tiny_test")
+    seq = synth[1][1]
+    seq.write_gtp_pngs("inter1_stack_3008", order="hnp")  # SDTrack's pre-converted frame folder
+    pngs = TrackingDataset(
+        synth[1].root, "fe108", "test", frames_dir="inter1_stack_3008", sequences=[seq.name]
+    )
+    assert np.array_equal(track_sequence(model, pngs[0])["boxes"], track_sequence(model, seq)["boxes"])
+    with pytest.raises(ValueError, match="event counts"):
+        track_sequence(tracker("spikformer_track_test"), pngs[0])
+
+
 def test_evaluate_tracking_writes_results_and_scores(synth, tmp_path):
     model = tracker("sdtrack_tiny_test")
     res = evaluate_tracking(model, synth[1], out_dir=tmp_path)

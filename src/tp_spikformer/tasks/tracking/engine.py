@@ -30,7 +30,7 @@ from ...data.tracking import TrackingSequence
 from ...models.checkpoint import atomic_save, export_weights, json_plain
 from .losses import tracking_loss
 from .metrics import dataset_scores, sequence_scores, write_results_txt
-from .sampler import PairSampler
+from .sampler import PairSampler, uses_png_frames
 from .tracker_base import OneStreamTracker
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -207,8 +207,18 @@ def clip_box(box: Sequence[float], height: int, width: int, margin: float = 10.0
 
 def _frames(tracker: OneStreamTracker, sequence: TrackingSequence, stop: int | None):
     spec = tracker.input_spec()
+    if spec["representation"] == "gtp" and uses_png_frames(sequence):  # SDTrack's pre-converted frames
+        return (
+            f[:1]
+            for f in sequence.iter_frames("png", stop=stop, order=spec["gtp_kwargs"].get("order", "pnh"))
+        )
     if spec["representation"] == "gtp":
         return sequence.iter_frames("gtp", 1, stop=stop, as_png=True, **spec["gtp_kwargs"])
+    if uses_png_frames(sequence):
+        raise ValueError(
+            f"sequence '{sequence.name}' has only SDTrack PNG frames; {type(tracker).__name__} reads event "
+            "counts and needs the events (events.aedat4 or events.npz + meta.json)"
+        )
     return sequence.iter_frames("counts", spec["T"], stop=stop)
 
 

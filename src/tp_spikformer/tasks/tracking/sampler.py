@@ -9,8 +9,9 @@ target is the search box in the search crop, ``x, y, w, h`` divided by the crop 
 
 Frames come from :class:`FrameSource` in the tracker's representation (``tracker.input_spec()``):
 ``"gtp"`` frames are SDTrack's PNG content (the trajectory channel truncated to integers, as the official
-pre-converted frames) and are cached per sequence as uint8 (about 2.4 MB per 48-frame 128 x 128 sequence);
-``"counts"`` frames are binned from the sequence's events on demand.
+pre-converted frames; read from those PNGs when the sequence was opened with a ``frames_dir``) and are
+cached per sequence as uint8 (about 2.4 MB per 48-frame 128 x 128 sequence); ``"counts"`` frames are
+binned from the sequence's events on demand.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ class FrameSource:
         key = id(seq)
         if key in self._gtp:
             return self._gtp[key]
-        frames = seq.gtp_frames(T=1, as_png=True, **self.gtp_kwargs)[:, 0]  # [N, 3, H, W] integer values
+        if uses_png_frames(seq):  # SDTrack's pre-converted frames (slice 1 of each frame)
+            order = self.gtp_kwargs.get("order", "pnh")
+            frames = torch.stack([seq.png_frames(i, order=order)[0] for i in range(len(seq))])
+        else:
+            frames = seq.gtp_frames(T=1, as_png=True, **self.gtp_kwargs)[:, 0]  # [N, 3, H, W] integer values
         packed = frames.to(torch.uint8)
         if not torch.equal(packed.float(), frames):
             raise ValueError(
@@ -57,12 +62,22 @@ class FrameSource:
         return packed
 
     def frame(self, seq: TrackingSequence, i: int) -> torch.Tensor:
+        if self.representation == "counts" and uses_png_frames(seq):
+            raise ValueError(
+                f"sequence '{seq.name}' has only SDTrack PNG frames ({seq.frames_dir}); a tracker that reads "
+                "event counts needs the events (events.aedat4 or events.npz + meta.json)"
+            )
         if self.representation == "gtp":
             return self.sequence_frames(seq)[i].float()  # [3, H, W]
         return seq.count_frames(i, self.T)  # [T, 2, H, W]
 
     def clear(self) -> None:
         self._gtp.clear()
+
+
+def uses_png_frames(seq: TrackingSequence) -> bool:
+    """True when ``seq`` is read from SDTrack's PNG frames: it was opened with a ``frames_dir``."""
+    return seq.frames_dir is not None
 
 
 def valid_frames(boxes: np.ndarray) -> np.ndarray:
