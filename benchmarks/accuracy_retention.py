@@ -22,7 +22,7 @@ import time
 import torch
 
 from tp_spikformer import create_model
-from tp_spikformer.api import make_variant
+from tp_spikformer.measure import make_variants
 from tp_spikformer.data import load_dataset
 from tp_spikformer.evaluate import evaluate
 
@@ -40,8 +40,8 @@ def training_free(name: str, data, batch_size: int) -> dict:
             if model.T is None and "temporal" in scorer:
                 rows[key] = None  # no time axis (SDT-V3)
                 continue
-            variant = make_variant(model, keep, scorer)
-            rows[key] = evaluate(variant, data, batch_size=batch_size)["top1"]
+            (variant,) = make_variants(model, [(keep, scorer)])
+            rows[key] = evaluate(variant.activate(), data, batch_size=batch_size)["top1"]
             print(f"[accuracy_retention] {name} {key}: {rows[key]:.2f}", file=sys.stderr, flush=True)
     return rows
 
@@ -53,8 +53,8 @@ def finetune(name: str, scorer: str, keep: float, data_root: str | None, limit: 
     from tp_spikformer import train
 
     with tempfile.TemporaryDirectory() as out:
-        args = {"model": name, "pretrained": True, "finetune": True, "tp_keep": str(keep), "tp_scorer": scorer,
-                "epochs": 1, "output": out, "data": "fashion_mnist", "data_root": data_root,
+        args = {"model": name, "pretrained": True, "finetune": True, "keep": str(keep), "scorer": scorer,
+                "epochs": 1, "out": out, "dataset": "fashion_mnist", "data_root": data_root,
                 "test_limit": limit, "train_limit": train_limit, "resume": None, "augment": "flip",
                 "label_smoothing": 0.0, "threads": torch.get_num_threads(), "log_interval": 0}
         t0 = time.time()

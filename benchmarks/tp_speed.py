@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from tp_spikformer import create_model
-from tp_spikformer.measure import benchmark, count_ops, default_input, make_neurons_fire
+from tp_spikformer.measure import benchmark, count_ops
+from tp_spikformer.measure.benchmark import default_input
+from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.models import TokenBlock
 from tp_spikformer.pruning import apply_tp, get_scorer
 

@@ -9,7 +9,7 @@ protected and the pad tokens rank last (``apply_tracker_tp``) unless ``--prune-t
 
 Per variant: success AUC, precision at 20 px, normalised precision at 0.2 (pytracking rules), frames per
 second of the tracking loop and of the forward passes (batch 1, ``--threads``), the kept token share, and
-MACs / SOPs / energy per frame (``tp_spikformer.measure.OpCounter`` on ``--energy-pairs`` template/search
+MACs / SOPs / energy per frame (``tp_spikformer.measure.ops.OpCounter`` on ``--energy-pairs`` template/search
 pairs cut around the ground truth; 45 nm conventions). Prints JSON (also written to ``--out``).
 
 Usage: python benchmarks/tracking_retention.py --model sdtrack_synth --checkpoint runs/sdtrack/model.pt \
@@ -32,7 +32,8 @@ from tp_spikformer.data.event_repr import crop_around
 from tp_spikformer.data.tracking import TrackingDataset
 from tp_spikformer.data.tracking_synth import make_tracking_dataset
 from tp_spikformer.jsonio import plain
-from tp_spikformer.measure import OpCounter
+from tp_spikformer.measure.ops import OpCounter
+from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.pruning import get_tp_state
 from tp_spikformer.tasks.tracking import apply_tracker_tp, evaluate_tracking
 from tp_spikformer.tasks.tracking.sampler import FrameSource
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model = tp.create_model(args.model, checkpoint=args.checkpoint).eval()
     if args.checkpoint is None:  # random weights barely fire: give them BN statistics under which they do
-        tp.measure.make_neurons_fire(model, seed=args.seed)
+        make_neurons_fire(model, seed=args.seed)
     time_axis = (model.T or 1) > 1
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data

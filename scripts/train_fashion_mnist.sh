@@ -16,20 +16,20 @@ mkdir -p "$OUT" "$ASSETS"
 
 # one thread: the machine's 2 cores are shared with other jobs, and a 2-thread OpenMP process slows down
 # many-fold whenever another process takes a core (1 thread: ~2/3 of the uncontended 2-thread speed)
-COMMON=(--data fashion_mnist --batch-size 64 --lr 5e-3 --min-lr 1e-5 --weight-decay 0.01
+COMMON=(--dataset fashion_mnist --batch-size 64 --lr 5e-3 --min-lr 1e-5 --weight-decay 0.01
         --label-smoothing 0.0 --warmup-epochs 0.25 --augment flip --seed 0 --threads 1
         --log-interval 100 --resume auto)
 
 train() {
     local name=$1; shift
-    python -m tp_spikformer.train --model "$name" "${COMMON[@]}" "$@" --output "$OUT/$name"
+    python -m tp_spikformer.train --model "$name" "${COMMON[@]}" "$@" --out "$OUT/$name"
     cp "$OUT/$name/model.pt" "$ASSETS/$name.pt"
 }
 
 slice() {  # the first 2,000 images of the Fashion-MNIST test split (not stratified), uint8 + labels
     python - <<'PY'
 from tp_spikformer.data import FashionMNIST
-from tp_spikformer.train import FMNIST_SLICE
+from tp_spikformer.data.catalog import SHIPPED_SLICE as FMNIST_SLICE
 ds = FashionMNIST(split="test")
 ds.save_npz(f"src/tp_spikformer/assets/{FMNIST_SLICE}", n=2000, note="first 2000 images of the test split")
 PY

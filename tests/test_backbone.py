@@ -5,7 +5,6 @@ import logging
 import pytest
 import torch
 
-from tp_spikformer.measure import make_neurons_fire
 from tp_spikformer.models import (
     CheckpointError,
     create_model,
@@ -18,28 +17,12 @@ from tp_spikformer.pruning import apply_tp
 TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
 
-def tiny(name, **kw):
-    torch.manual_seed(0)
-    model = create_model(name, **kw).eval()
-    make_neurons_fire(model, seed=1)
-    return model
-
-
-def inputs(model, batch=2, size=None):
-    c, h, w = model.config.data.input_size
-    h, w = size or (h, w)
-    g = torch.Generator().manual_seed(0)
-    if model.config.data.event_frames:
-        return torch.poisson(torch.rand(batch, model.T, c, h, w, generator=g) * 1.5, generator=g)
-    return torch.randn(batch, c, h, w, generator=g)
-
-
 def channels_and_grid(t, time_axis):
     return (t.shape[2] if time_axis else t.shape[1]), tuple(t.shape[-2:])
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_feature_info_describes_every_stage_output(name):
+def test_feature_info_describes_every_stage_output(name, tiny, inputs):
     model = tiny(name)
     x = inputs(model)
     info = model.feature_info
@@ -60,7 +43,7 @@ def test_feature_info_describes_every_stage_output(name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_features_only_backbone_returns_the_chosen_stages(name):
+def test_features_only_backbone_returns_the_chosen_stages(name, tiny, inputs):
     full = tiny(name)
     n = len(full.feature_info)
     out_indices = [0, n - 1] if n > 1 else [0]
@@ -76,7 +59,7 @@ def test_features_only_backbone_returns_the_chosen_stages(name):
     assert len(feats) == len(ref) and all(torch.equal(a, b) for a, b in zip(feats, ref))
 
 
-def test_out_indices_forms_and_errors():
+def test_out_indices_forms_and_errors(tiny):
     model = tiny("sdt_v3_tiny")
     assert model.resolve_indices(None) == (0, 1, 2, 3, 4)
     assert model.resolve_indices(2) == (3, 4)
@@ -90,7 +73,7 @@ def test_out_indices_forms_and_errors():
         create_model("sdt_v3_tiny", out_indices=[1])
 
 
-def test_stop_early_skips_the_later_stages():
+def test_stop_early_skips_the_later_stages(tiny, inputs):
     model = tiny("sdt_v3_tiny")
     ran = []
     model.block4[0].register_forward_hook(lambda *a: ran.append("block4"))
@@ -102,7 +85,7 @@ def test_stop_early_skips_the_later_stages():
 
 
 @pytest.mark.parametrize("layout, strides", [("detection", [4, 8, 16, 16]), ("segmentation", [2, 4, 8, 16])])
-def test_sdt_v3_official_downstream_layouts_on_a_non_square_image(layout, strides):
+def test_sdt_v3_official_downstream_layouts_on_a_non_square_image(layout, strides, tiny):
     backbone = tiny("sdt_v3_tiny", features_only=True, out_indices=layout)
     with torch.no_grad():
         feats = backbone(torch.randn(2, 3, 96, 160))
@@ -112,7 +95,7 @@ def test_sdt_v3_official_downstream_layouts_on_a_non_square_image(layout, stride
 
 
 @pytest.mark.parametrize("name", ["spikformer_tiny", "sdt_tiny", "qkformer_tiny"])
-def test_time_axis_families_keep_T(name):
+def test_time_axis_families_keep_T(name, tiny, inputs):
     backbone = tiny(name, features_only=True)
     x = inputs(backbone)
     with torch.no_grad():
@@ -120,7 +103,7 @@ def test_time_axis_families_keep_T(name):
     assert all(f.dim() == 5 and f.shape[0] == backbone.T and f.shape[1] == x.shape[0] for f in feats)
 
 
-def test_pruned_backbone_keeps_every_stage_layout():
+def test_pruned_backbone_keeps_every_stage_layout(tiny):
     backbone = tiny("sdt_v3_tiny", features_only=True, out_indices="detection")
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -132,7 +115,7 @@ def test_pruned_backbone_keeps_every_stage_layout():
     assert not torch.equal(pruned[-1], dense[-1])
 
 
-def test_layer_scale_option_of_the_segmentation_backbone(caplog):
+def test_layer_scale_option_of_the_segmentation_backbone(caplog, tiny):
     plain = tiny("sdt_v3_tiny")
     scaled = create_model("sdt_v3_tiny", features_only=True, out_indices="segmentation", layer_scale_init_value=1e-6)
     keys = [k for k in scaled.state_dict() if "layer_scale" in k]
@@ -150,7 +133,7 @@ def test_layer_scale_option_of_the_segmentation_backbone(caplog):
         assert torch.equal(scaled.eval()(x)[-1], plain.forward_features(x))
 
 
-def test_detector_and_tracker_checkpoints_load_into_a_backbone():
+def test_detector_and_tracker_checkpoints_load_into_a_backbone(tiny):
     cls = tiny("sdt_v3_tiny")
     backbone_sd = {k: v for k, v in cls.state_dict().items() if not k.startswith("head.")}
     neck = {"neck.lateral_convs.0.1.weight": torch.zeros(1), "decode_head.conv_seg.weight": torch.zeros(1)}

@@ -81,7 +81,7 @@ def test_wrong_config_suggests_the_right_one(source, tmp_path):
 def test_suggestion_across_families(tmp_path):
     with torch.device("meta"):
         qk = create_model("qkformer_4_384_cifar10")
-    state = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in qk.state_dict().items()}
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in qk.state_dict().items()}
     with pytest.raises(CheckpointError, match="look like 'qkformer_4_384_cifar10'"):
         load_checkpoint(fresh(), state)
 

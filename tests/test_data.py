@@ -545,14 +545,14 @@ def test_random_resized_crop_params_in_bounds():
 def test_events_to_frames_counts_and_positions():
     ev = {
         "t": np.array([0, 1, 2, 3]),
-        "x": np.array([3, 3, 0, 50]),
+        "x": np.array([3, 3, 0, 9]),
         "y": np.array([5, 5, 1, 0]),
-        "p": np.array([1, 1, 0, 1]),
+        "p": np.array([1, 1, 0, -1]),
     }
     fr = D.events_to_frames(ev, (8, 10), T=1)
     assert fr.shape == (1, 2, 8, 10) and fr.dtype == torch.float32
-    assert fr[0, 1, 5, 3] == 2 and fr[0, 0, 1, 0] == 1
-    assert fr.sum() == 3  # x = 50 lies outside the 10-wide sensor: dropped
+    assert fr[0, 1, 5, 3] == 2 and fr[0, 0, 1, 0] == 1 and fr[0, 0, 0, 9] == 1  # p = -1 is OFF
+    assert fr.sum() == 4
 
 
 @pytest.mark.parametrize("n", [1000, 1003])

@@ -15,7 +15,8 @@ from tp_spikformer.data import InMemoryImages
 from tp_spikformer.evaluate import evaluate, shard_range
 from tp_spikformer.models import create_model, get_model_config, list_models
 from tp_spikformer.models._registry import asset_path
-from tp_spikformer.train import FMNIST_SLICE, synthetic_dataset
+from tp_spikformer.data import synthetic_dataset
+from tp_spikformer.data.catalog import SHIPPED_SLICE as FMNIST_SLICE
 
 FMNIST_MODELS = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
 

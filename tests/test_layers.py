@@ -114,3 +114,27 @@ def test_bit_equal_to_spikingjelly_when_installed():
             with torch.no_grad():
                 sj.reset()
                 assert torch.equal(LIF(v_threshold=v_th)(x), sj(x))
+
+
+def test_training_runs_nchw_so_the_channels_last_conv_backward_bug_cannot_strike():
+    """torch 2.13's CPU backward of a 1x1 stride-2 convolution on a channels-last input corrupts the heap
+    (QKFormer's shortcut convolutions); a training step of a QKFormer must run (in a child process, so a
+    crash fails this test instead of killing the suite) and forwards with a gradient use NCHW."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from tp_spikformer.models import create_model\n"
+        "m = create_model('qkformer_tiny', img_size_h=112, img_size_w=112, depths=3, num_heads=4,\n"
+        "                 proj_lif_mode='per_sample').train()  # crashed in backward with channels-last\n"
+        "x = m.prepare_input(torch.randn(2, 3, 112, 112))\n"
+        "assert x.is_contiguous(), 'a forward with grad must be NCHW'\n"
+        "m(torch.randn(2, 3, 112, 112)).sum().backward(); print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    from tp_spikformer.models import create_model
+
+    with torch.no_grad():  # inference keeps the faster channels-last layout
+        x = create_model("qkformer_tiny").prepare_input(torch.randn(2, 3, 64, 64))
+    assert not x.is_contiguous()

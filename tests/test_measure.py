@@ -8,18 +8,18 @@ import torch
 from torch import nn
 
 from tp_spikformer.measure import (
-    CpuLoadMeter,
     EnergyConventions,
-    OpCounter,
     benchmark,
     compare_dense_pruned,
     count_ops,
     cross_check_flops,
     energy_preset,
+    make_variants,
     measure_energy,
     measure_many,
-    pruned_variant,
 )
+from tp_spikformer.measure.benchmark import CpuLoadMeter
+from tp_spikformer.measure.ops import OpCounter
 from tp_spikformer.models import create_model, get_model_config, list_models, token_blocks
 from tp_spikformer.models.layers import LIF, MultiSpike, SpikeProduct
 from tp_spikformer.pruning import get_tp_state
@@ -349,7 +349,7 @@ def test_only_modules_that_ran_are_counted():
 def test_sdt_tiny_pruned_block_macs_scale_with_kept_tokens():
     model = tiny("sdt_tiny")
     x = images(model, batch=3)
-    pruned = pruned_variant(model, keep=0.5, scorer="official")
+    pruned = make_variants(model, [(0.5, "official")])[0].activate()
     reports = measure_many({"dense": model, "pruned": pruned}, x, per_sample=False)
     dense, tp = reports["dense"], reports["pruned"]
     records = get_tp_state(pruned).records
@@ -403,7 +403,7 @@ def test_macs_match_flop_counter_mode(name):
     x = images(model)
     check = cross_check_flops(model, x)
     assert check["match"], check
-    pruned = cross_check_flops(pruned_variant(model, keep=0.5), x)
+    pruned = cross_check_flops(make_variants(model, [(0.5, "official")])[0].activate(), x)
     assert pruned["match"], pruned
     assert pruned["ours_macs"] < check["ours_macs"]
 
@@ -446,7 +446,7 @@ def test_counter_detaches_cleanly():
 
 def test_benchmark_returns_expected_keys_and_positive_numbers():
     model = tiny("sdt_tiny")
-    variants = {"dense": model, "tp": pruned_variant(model, keep=0.5)}
+    variants = {v.label: v for v in make_variants(model, [(None, None), (0.5, "official")])}
     res = benchmark(variants, batch_sizes=(1, 2), warmup=1, repeats=3)
     data = json.loads(res.to_json())
     assert set(data) == {"environment", "config", "results", "cpu_load"}

@@ -12,6 +12,8 @@ TOLERANCE = 1e-9
 
 def build_case_model(case: dict) -> torch.nn.Module:
     model = build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"])
+    if "T" not in case["constructor_kwargs"] and case.get("T") is not None and getattr(model, "T", None) is not None:
+        model.T = case["T"]  # the official code sets T after construction (SDT-V2: model.T = args.time_steps)
     model = model.double().eval()
     model.load_state_dict(case["state_dict"], strict=True)
     return model

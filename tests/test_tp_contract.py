@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from tp_spikformer.measure import make_neurons_fire
+from conftest import build_tiny, sample_inputs
+
 from tp_spikformer.models import (
     BlockPart,
     TokenBlock,
@@ -21,22 +22,6 @@ from tp_spikformer.pruning import apply_tp, fraction, get_tp_state, register_sco
 TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
 
-def tiny(name, **kw):
-    torch.manual_seed(0)
-    model = create_model(name, **kw).eval()
-    make_neurons_fire(model, seed=1)
-    return model
-
-
-def image(model, batch=2, size=None, seed=0):
-    c, h, w = model.config.data.input_size
-    h, w = size or (h, w)
-    g = torch.Generator().manual_seed(seed)
-    if model.config.data.event_frames:
-        return torch.poisson(torch.rand(batch, model.T, c, h, w, generator=g) * 1.5, generator=g)
-    return torch.randn(batch, c, h, w, generator=g)
-
-
 def non_square(model):
     c, h, w = model.config.data.input_size
     return h, w + model.input_multiple * 2  # two more token columns in the first grid
@@ -46,9 +31,9 @@ def non_square(model):
 
 
 @pytest.mark.parametrize("name", [n for n in TINY if create_model(n).fixed_input_size is None])
-def test_non_square_grids_and_grids_that_change_between_calls(name):
+def test_non_square_grids_and_grids_that_change_between_calls(name, tiny, inputs):
     model = tiny(name)
-    square, wide = image(model), image(model, size=non_square(model))
+    square, wide = inputs(model), inputs(model, size=non_square(model))
     with torch.no_grad():
         dense_wide = model.forward_features(wide)
         state = apply_tp(model, keep=0.5, scorer="official")
@@ -75,9 +60,9 @@ def test_side_rules_on_non_square_grids():
 
 
 @pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny"])
-def test_protected_tokens_are_always_kept_and_count_toward_k(name):
+def test_protected_tokens_are_always_kept_and_count_toward_k(name, tiny, inputs):
     model = tiny(name)
-    x = image(model, batch=3)
+    x = inputs(model, batch=3)
     apply_tp(model, keep=0.5, scorer="official")
     with torch.no_grad():
         model(x)
@@ -97,16 +82,16 @@ def test_protected_tokens_are_always_kept_and_count_toward_k(name):
         assert int(kept.sum(1)[0]) == rec.kept == -(-h * w // 2), "protected tokens must count toward k"
 
 
-def test_protect_mask_forms_and_errors():
+def test_protect_mask_forms_and_errors(tiny, inputs):
     model = tiny("sdt_tiny")  # 8x8 grid
-    x = image(model)
+    x = inputs(model)
     one = torch.zeros(64, dtype=torch.bool)
     one[:3] = True
     state = apply_tp(model, keep=0.25, protect=one)
     with torch.no_grad():
         model(x)
     assert all(bool(r.kept_mask()[:, 0, :3].all()) for r in state.records)
-    state.protect = one.unsqueeze(0).expand(2, 64).clone()  # [B, N]
+    state.protect = one.unsqueeze(0).expand(x.shape[0], 64).clone()  # [B, N]
     with torch.no_grad():
         model(x)
     many = torch.ones(64, dtype=torch.bool)
@@ -129,15 +114,15 @@ class TwoPasses(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = tiny("sdt_tiny")
+        self.net = build_tiny("sdt_tiny")
 
     def forward(self, a, b):
         return self.net.forward_features(a), self.net.forward_features(b)
 
 
-def test_a_block_called_twice_in_one_forward_records_both_calls():
+def test_a_block_called_twice_in_one_forward_records_both_calls(inputs):
     model = TwoPasses()
-    a, b = image(model.net, seed=1), image(model.net, seed=2)
+    a, b = inputs(model.net, seed=1), inputs(model.net, seed=2)
     state = apply_tp(model, keep=0.5, scorer="paper")
     with torch.no_grad():
         fa, fb = model(a, b)
@@ -154,16 +139,16 @@ class SecondBlockOnly(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = tiny("sdt_tiny")
+        self.net = build_tiny("sdt_tiny")
 
     def forward(self, x):
         feats = self.net.patch_embed(self.net.prepare_input(x))
         return self.net.block[1](feats)
 
 
-def test_skipped_blocks_and_cumulative_state_belong_to_one_pass():
+def test_skipped_blocks_and_cumulative_state_belong_to_one_pass(inputs):
     model = SecondBlockOnly()
-    x = image(model.net)
+    x = inputs(model.net)
     state = apply_tp(model, keep=0.5, cumulative=True)
     with torch.no_grad():
         first = model(x)
@@ -172,17 +157,17 @@ def test_skipped_blocks_and_cumulative_state_belong_to_one_pass():
     assert [r.name for r in state.records] == ["net.block.1"]  # one record per pass, not accumulating
 
 
-def test_two_patched_backbones_inside_one_module():
+def test_two_patched_backbones_inside_one_module(tiny, inputs):
     class Two(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = tiny("sdt_tiny"), tiny("sdt_v3_tiny")
+            self.a, self.b = build_tiny("sdt_tiny"), build_tiny("sdt_v3_tiny")
 
         def forward(self, x, y):
             return self.a(x), self.b(y)
 
     two = Two()
-    x, y = image(two.a), image(two.b)
+    x, y = inputs(two.a), inputs(two.b)
     sa = apply_tp(two.a, keep=0.25)
     sb = apply_tp(two.b, keep=0.75)
     with torch.no_grad():
@@ -194,9 +179,9 @@ def test_two_patched_backbones_inside_one_module():
     assert remove_tp(two) == [n for n, _ in token_blocks(two)]
 
 
-def test_direct_calls_of_forward_features_and_of_a_block_open_their_own_pass():
+def test_direct_calls_of_forward_features_and_of_a_block_open_their_own_pass(tiny, inputs):
     model = tiny("sdt_tiny")
-    x = image(model)
+    x = inputs(model)
     state = apply_tp(model, keep=0.5, cumulative=True)
     with torch.no_grad():
         model.forward_features(x)
@@ -317,7 +302,7 @@ def test_a_model_of_an_unknown_family_is_pruned_with_the_fallback_window(caplog)
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_every_registered_model_has_a_working_default(name):
+def test_every_registered_model_has_a_working_default(name, tiny, inputs):
     model = tiny(name)
     defaults = model.tp_defaults(len(token_blocks(model)))
     if not all(b.supports_token_subset for _, b in token_blocks(model)):
@@ -325,14 +310,14 @@ def test_every_registered_model_has_a_working_default(name):
     state = apply_tp(model)  # keep="official", scorer="official"
     assert state.window == defaults.window
     with torch.no_grad():
-        model(image(model))
+        model(inputs(model))
     assert state.records
 
 
 # -- atomic reconfiguration ------------------------------------------------------------------------------
 
 
-def test_reconfiguration_is_atomic_and_keeps_options_not_passed():
+def test_reconfiguration_is_atomic_and_keeps_options_not_passed(tiny):
     model = tiny("qkformer_tiny")
     state = apply_tp(model, keep=0.5, scorer="paper", cumulative=True)
     with pytest.raises(ValueError, match="mode='stop'"):
@@ -351,7 +336,7 @@ def test_reconfiguration_is_atomic_and_keeps_options_not_passed():
      ("mode", "drop", ValueError), ("mode", "fast", ValueError), ("gather_order", "best", ValueError),
      ("cumulative", "yes", TypeError), ("seed", 1.5, TypeError), ("scorer", 3, TypeError)],
 )
-def test_state_fields_refuse_bad_values(field, value, error):
+def test_state_fields_refuse_bad_values(field, value, error, tiny):
     state = apply_tp(tiny("sdt_v3_tiny"), keep=0.5)
     before = getattr(state, field)
     with pytest.raises(error):
@@ -362,7 +347,7 @@ def test_state_fields_refuse_bad_values(field, value, error):
 # -- no host-device sync ---------------------------------------------------------------------------------
 
 
-def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_check():
+def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_check(tiny, inputs):
     calls = []
 
     @register_scorer("_nan_after_first")
@@ -372,7 +357,7 @@ def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_
         return s if len(calls) <= 2 else s * float("nan")
 
     model = tiny("sdt_tiny")
-    x = image(model)
+    x = inputs(model)
     state = apply_tp(model, keep=0.5, scorer="_nan_after_first")
     with torch.no_grad():
         model(x)  # first forward of this configuration: checked, scores are finite
@@ -387,10 +372,10 @@ def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny"])
-def test_pruned_forward_never_syncs_on_cuda(name):
+@pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"])
+def test_pruned_forward_never_syncs_on_cuda(name, tiny, inputs):
     model = tiny(name).cuda()
-    x = image(model).cuda()
+    x = inputs(model).cuda()
     apply_tp(model, keep=0.5, scorer="official", cumulative=True)
     with torch.no_grad():
         model(x)  # the first forward of a configuration may check on the host

@@ -13,16 +13,9 @@ import torch
 
 from tp_spikformer.models import create_model
 from tp_spikformer.pruning import get_tp_state
-from tp_spikformer.train import (
-    cosine_lr,
-    epoch_seed,
-    freeze_unused_parameters,
-    make_optimizer,
-    parse_args,
-    run,
-    synthetic_dataset,
-    train_step,
-)
+from tp_spikformer.data import synthetic_dataset
+from tp_spikformer.train import parse_args, run
+from tp_spikformer.training import cosine_lr, epoch_seed, freeze_unused_parameters, make_optimizer, train_step
 
 # tiny data: 48 training images (3 steps of 16 per epoch), 20 test images
 COMMON = ["--data", "synthetic:48", "--batch-size", "16", "--test-limit", "20", "--eval-batch-size", "32",

@@ -4,15 +4,14 @@
     model = tp.create_model("sdt_fmnist", pretrained=True)
     print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
 
-Every function leaves the model it is given unchanged (variants are deep copies).
+Every function leaves the model it is given unchanged: it patches ONE copy of it and switches that copy's
+TP state per variant (``measure.make_variants``). Variants are labelled ``dense`` and ``<scorer>@<keep>``.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,9 +20,12 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .evaluate import evaluate
+from .errors import UsageError
+from .evaluate import check_labels, evaluate
+from .jsonio import dumps, write_json
 from .measure import EnergyConventions, benchmark, compare_reports, measure_energy
-from .pruning import apply_tp, get_tp_state, remove_tp
+from .measure.variants import make_variants, scorer_name, variant_label
+from .pruning import get_tp_state
 from .pruning.schedule import parse_keep
 
 ROW_FIELDS = ["variant", "scorer", "keep", "top1", "top5", "n", "kept_fraction", "macs_per_image",
@@ -62,15 +64,6 @@ def dataset_batches(dataset: Any, batch_size: int, max_batches: int | None = Non
     return out
 
 
-def make_variant(model: nn.Module, keep: Any = None, scorer: str | Callable = "official", **tp_kwargs) -> nn.Module:
-    """A deep copy of ``model``: dense when ``keep`` is None, else TP-patched with ``keep`` and ``scorer``."""
-    variant = copy.deepcopy(model)
-    remove_tp(variant)
-    if keep is not None:
-        apply_tp(variant, keep=keep, scorer=scorer, **tp_kwargs)
-    return variant.eval()
-
-
 @dataclass
 class Comparison:
     """Rows (one per variant: dense first) of accuracy, SOPs/energy, throughput and memory."""
@@ -87,11 +80,10 @@ class Comparison:
                 "energy_blocks": self.energy_blocks, "benchmark": self.benchmark}
 
     def to_json(self, path: str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        """Strict JSON (NaN -> null); written to ``path`` when given."""
         if path:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+            write_json(path, self.to_dict())
+        return dumps(self.to_dict())
 
     def to_csv(self, path: str | None = None) -> str:
         buf = io.StringIO()
@@ -121,12 +113,6 @@ class Comparison:
         return f"{self.model} on {self.dataset}\n{self.to_markdown()}"
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
-
-
 def _f(v: Any, digits: int, sci: bool = False) -> str:
     if v is None:
         return "-"
@@ -145,7 +131,7 @@ def _si(v: Any) -> str:
 def evaluate_variants(
     model: nn.Module,
     dataset: Any,
-    variants: Sequence[tuple[str, Any, Any]],
+    variants: Sequence[tuple[str | None, Any, Any]],
     *,
     batch_size: int = 64,
     limit: int | None = None,
@@ -159,26 +145,33 @@ def evaluate_variants(
     tp_kwargs: dict[str, Any] | None = None,
     dataset_name: str = "",
 ) -> Comparison:
-    """Evaluate named variants ``(name, keep, scorer)`` of ``model`` (``keep=None``: dense) on ``dataset``.
+    """Evaluate variants ``(label, keep, scorer)`` of ``model`` (``keep=None``: dense; ``label=None``: the
+    default ``<scorer>@<keep>``) on ``dataset``.
 
     Per variant: top-1/top-5 on the (first ``limit``) samples; MACs, SOPs and energy per image counted over
     the first ``energy_batches`` batches (only what ran); throughput at ``speed_batch_size`` and latency at
-    batch 1 from ONE interleaved benchmark of all variants (ratios vs the first), with peak memory.
+    batch 1 from ONE interleaved benchmark of all variants (ratios vs the first), with peak memory. All
+    variants share one patched copy of ``model``.
     """
+    for name, value in (("batch_size", batch_size), ("speed_batch_size", speed_batch_size),
+                        ("speed_repeats", speed_repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    built = [(name, make_variant(model, keep, scorer, **(tp_kwargs or {})).to(device), keep, scorer)
-             for name, keep, scorer in variants]
-    rows = []
+    check_labels(dataset, getattr(model, "num_classes", None))
+    built = make_variants(model, [(k, s) for _, k, s in variants], labels=[n for n, _, _ in variants],
+                          **(tp_kwargs or {}))
+    shared = built[0].model.to(device)
     energy_inputs = dataset_batches(dataset, batch_size, energy_batches) if energy_batches else None
-    reports = {}
-    for name, m, keep, scorer in _progress(built, "variants", len(built), progress):
+    rows, reports = [], {}
+    for v in _progress(built, "variants", len(built), progress):
+        m = v.activate()
         acc = evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit)
-        row = {"variant": name, "scorer": None if keep is None else _scorer_name(scorer),
-               "keep": None if keep is None else str(get_tp_state(m).keep), "top1": acc["top1"],
+        row = {"variant": v.label, "scorer": None if v.keep is None else scorer_name(v.scorer),
+               "keep": None if v.keep is None else str(get_tp_state(m).keep), "top1": acc["top1"],
                "top5": acc.get("top5"), "n": acc["n"]}
         if energy_inputs is not None:
-            rep = measure_energy(m, energy_inputs, conventions)
-            reports[name] = rep
+            rep = reports[v.label] = measure_energy(m, energy_inputs, conventions)
             row.update(macs_per_image=rep.totals["macs"], sops_per_image=rep.totals["sops"],
                        energy_mj_per_image=rep.totals["energy_mj"], kept_fraction=rep.totals.get("kept_fraction"))
         rows.append(row)
@@ -186,31 +179,32 @@ def evaluate_variants(
         base = rows[0].get("energy_mj_per_image")
         for r in rows:
             r["energy_ratio"] = r["energy_mj_per_image"] / base if base else None
-    bench = None
-    if speed:
-        sizes = sorted({1, int(speed_batch_size)})
-        bench = benchmark({name: m for name, m, _, _ in built}, batch_sizes=sizes, warmup=2,
-                          repeats=speed_repeats, device=device)
-        for r in rows:
-            big = bench.get(r["variant"], sizes[-1])
-            r.update(img_per_s=big["throughput_per_s"], speedup=big["speedup"],
-                     latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"])
-            mem = big.get("peak_memory_bytes")
-            r["peak_memory_mb"] = mem / 2**20 if mem is not None else None
-        bench = bench.to_dict()
-    blocks = []
-    if len(reports) >= 2:
-        names = list(reports)
-        blocks = compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows
+    bench = _benchmark_rows(built, rows, speed_batch_size, speed_repeats, device) if speed else None
+    names = list(reports)
+    blocks = compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows if len(names) >= 2 else []
     cfg = getattr(model, "config", None)
     return Comparison(
         rows=rows, model=getattr(cfg, "name", type(model).__name__), dataset=dataset_name,
-        config={"variants": [(n, _keep_label(k), None if k is None else _scorer_name(s)) for n, k, s in variants],
+        config={"variants": [(v.label, _keep_label(v.keep), None if v.keep is None else scorer_name(v.scorer))
+                             for v in built],
                 "batch_size": batch_size, "limit": limit, "energy_batches": energy_batches,
                 "speed_batch_size": speed_batch_size, "speed_repeats": speed_repeats, "device": str(device),
                 "conventions": (conventions or EnergyConventions()).__dict__, "tp": tp_kwargs or {}},
         energy_blocks=blocks, benchmark=bench,
     )
+
+
+def _benchmark_rows(built, rows, speed_batch_size: int, repeats: int, device) -> dict[str, Any]:
+    """One interleaved benchmark of all variants; throughput, speedup, latency and memory into ``rows``."""
+    sizes = sorted({1, int(speed_batch_size)})
+    bench = benchmark({v.label: v for v in built}, batch_sizes=sizes, warmup=2, repeats=repeats, device=device)
+    for r in rows:
+        big = bench.get(r["variant"], sizes[-1])
+        mem = big.get("peak_memory_bytes")
+        r.update(img_per_s=big["throughput_per_s"], speedup=big["speedup"],
+                 latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"],
+                 peak_memory_mb=mem / 2**20 if mem is not None else None)
+    return bench.to_dict()
 
 
 def _keep_label(keep: Any) -> str | None:
@@ -221,10 +215,6 @@ def _keep_label(keep: Any) -> str | None:
     return parsed if isinstance(parsed, str) else str(parsed)
 
 
-def _scorer_name(scorer: Any) -> str:
-    return scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
-
-
 def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str | Callable = "official",
             **kwargs: Any) -> Comparison:
     """Dense vs TP-pruned ``model`` on ``dataset``: accuracy, SOPs/energy, throughput and memory side by side.
@@ -232,16 +222,13 @@ def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str 
     Keyword arguments as :func:`evaluate_variants` (batch_size, limit, energy_batches, conventions, speed,
     speed_batch_size, speed_repeats, device, progress, tp_kwargs).
     """
-    return evaluate_variants(model, dataset, [("dense", None, None), ("tp", keep, scorer)], **kwargs)
+    return evaluate_variants(model, dataset, [(None, None, None), (None, keep, scorer)], **kwargs)
 
 
 def sweep(model: nn.Module, dataset: Any, keeps: Sequence[Any], scorers: Sequence[str] = ("official",),
           **kwargs: Any) -> Comparison:
     """Every (scorer, keep) pair plus the dense model; rows in that order. See :func:`evaluate_variants`."""
-    variants = [("dense", None, None)]
-    for scorer in scorers:
-        for keep in keeps:
-            variants.append((f"{_scorer_name(scorer)}@{_keep_label(keep)}", keep, scorer))
+    variants = [(None, None, None)] + [(None, keep, scorer) for scorer in scorers for keep in keeps]
     return evaluate_variants(model, dataset, variants, **kwargs)
 
 
@@ -280,10 +267,10 @@ def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = 
     """
     from .plots import save_token_visualization
 
-    pruned = make_variant(model, keep, scorer, record=True, **tp_kwargs)
+    (pruned,) = make_variants(model, [(keep, scorer)], record=True, **tp_kwargs)
     with torch.inference_mode():
         pruned(images)
-    state = get_tp_state(pruned)
+    state = get_tp_state(pruned.model)
     data = getattr(getattr(model, "config", None), "data", None)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
@@ -292,15 +279,15 @@ def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = 
         paths.append(save_token_visualization(
             images[i], state.records, os.path.join(out_dir, f"{name}.png"), sample=i,
             mean=getattr(data, "mean", None), std=getattr(data, "std", None),
-            title=f"{getattr(model.config, 'name', '')} keep={state.keep} scorer={state.scorer_name}"))
+            title=f"{getattr(getattr(model, 'config', None), 'name', '')} keep={state.keep} scorer={state.scorer_name}"))
     return paths
 
 
-def bench(model: nn.Module, keeps: Sequence[Any] = ("official",), scorer: str | Callable = "official",
+def bench(model: nn.Module, keeps: Sequence[Any] = ("official",), scorers: Sequence[str | Callable] = ("official",),
           batch_sizes: Sequence[int] = (1, 8), repeats: int = 10, warmup: int = 2,
           device: str | torch.device | None = None, **tp_kwargs: Any):
-    """Latency / throughput / peak memory of the dense model and each ``keep``, interleaved in one run."""
-    variants = {"dense": make_variant(model)}
-    for keep in keeps:
-        variants[f"tp@{_keep_label(keep)}"] = make_variant(model, keep, scorer, **tp_kwargs)
-    return benchmark(variants, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup, device=device)
+    """Latency / throughput / peak memory of the dense model and each (scorer, keep), interleaved in one run."""
+    configs = [(None, None)] + [(keep, scorer) for scorer in scorers for keep in keeps]
+    variants = make_variants(model, configs, **tp_kwargs)
+    return benchmark({v.label: v for v in variants}, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup,
+                     device=device)

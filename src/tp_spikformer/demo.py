@@ -10,7 +10,6 @@ and one kept-token visualisation, all in the output folder.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 
@@ -18,6 +17,7 @@ import torch
 
 from .api import save_sweep_plots, sweep, visualize
 from .data import load_dataset
+from .jsonio import write_json
 from .models import create_model
 
 DEMO_MODELS = ("spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist")
@@ -54,9 +54,8 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
             visualize(model, images, out, keep=0.5, scorer="official", names=[f"{name}_tokens_{i}" for i in range(2)])
     print("== summary: top-1 % (dense -> TP at keep 0.5) and speedup measured at batch 64")
     print(_markdown_summary(summary))
-    with open(os.path.join(out, "demo.json"), "w") as f:
-        json.dump({"rows": all_rows, "summary": summary, "seconds": time.time() - started,
-                   "threads": torch.get_num_threads(), "torch": torch.__version__}, f, indent=2, default=str)
+    write_json(os.path.join(out, "demo.json"), {"rows": all_rows, "summary": summary, "seconds": time.time() - started,
+                                                 "threads": torch.get_num_threads(), "torch": torch.__version__})
     fields = ["model", "family", "variant", "scorer", "keep", "top1", "kept_fraction", "macs_per_image",
               "sops_per_image", "energy_mj_per_image", "energy_ratio", "img_per_s", "speedup"]
     with open(os.path.join(out, "demo.csv"), "w", newline="") as f:

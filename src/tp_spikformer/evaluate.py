@@ -26,12 +26,11 @@ on sharding (evaluate single-process with the official batch size to reproduce p
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -39,7 +38,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate", "logits_of", "shard_range", "autocast_context", "main"]
+from .errors import UsageError
+from .runtime import autocast_context
+
+__all__ = ["check_labels", "evaluate", "logits_of", "main", "shard_range"]
 
 
 def shard_range(n: int, rank: int, world: int) -> range:
@@ -64,16 +66,6 @@ def logits_of(output: Any) -> torch.Tensor:
     if output.dim() != 2:
         raise ValueError(f"expected logits [B, classes] or [T, B, classes], got shape {list(output.shape)}")
     return output
-
-
-def autocast_context(device: torch.device, amp: str | None):
-    """``torch.autocast`` for ``amp`` in {"fp16", "bf16"} (None/"none"/"off": no autocast)."""
-    if amp in (None, "none", "off", "fp32"):
-        return nullcontext()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
-    if dtype is None:
-        raise ValueError(f"unknown amp mode {amp!r}; choose 'fp16', 'bf16' or 'none'")
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _world() -> tuple[int, int]:
@@ -167,6 +159,9 @@ def evaluate(
     if not distributed:
         rank, world = 0, 1
     n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if n_total == 0:
+        raise UsageError(f"nothing to evaluate: the dataset is empty ({_describe(dataset)}); check the data "
+                         "folder, the split and the limit")
     shard = shard_range(n_total, rank, world)
     ks = sorted({int(k) for k in topk})
     if not ks or ks[0] < 1:
@@ -251,73 +246,103 @@ def _all_reduce(t: torch.Tensor, device: torch.device, op: str = "sum") -> torch
     return work.cpu()
 
 
+def _describe(dataset: Any) -> str:
+    return getattr(dataset, "source", None) or type(dataset).__name__
+
+
+def _targets(dataset: Any):
+    """All labels of ``dataset`` without decoding any input (None when it cannot say)."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        inner = _targets(dataset.dataset)
+        return None if inner is None else torch.as_tensor(inner)[list(dataset.indices)]
+    targets = getattr(dataset, "targets", None)
+    return None if targets is None else torch.as_tensor(targets)
+
+
+def check_labels(dataset: Any, num_classes: int | None, what: str = "dataset") -> None:
+    """Refuse a dataset whose labels fall outside ``0 .. num_classes - 1`` (or that has more class folders
+    than the model has classes), when the data is loaded rather than at the first bad batch."""
+    if not num_classes:
+        return
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) > num_classes:
+        raise UsageError(f"the {what} set has {len(classes)} classes ({_describe(dataset)}) but the model has "
+                         f"{num_classes}; build the model with num_classes={len(classes)} (--set num_classes=...)")
+    targets = _targets(dataset)
+    if targets is None or targets.numel() == 0:
+        return
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= num_classes:
+        raise UsageError(f"the {what} set has labels {low}..{high} ({_describe(dataset)}) but the model has "
+                         f"{num_classes} classes (labels 0..{num_classes - 1})")
+
+
 # -- command line --------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from . import options
+
+    options.add_model_args(p)
+    options.add_tp_args(p, default_keep=None)
+    options.add_data_args(p, default="fashion_mnist", batch_size=256)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
+    g.add_argument("--per-class", action="store_true")
+    g.add_argument("--json", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling: a results file
+    options.add_output_args(p, "evaluate")
+    options.add_runtime_args(p, threads_default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tp_spikformer.evaluate",
-        description="Top-1/top-5 of a registered model on Fashion-MNIST, MNIST, CIFAR or an .npz slice, "
-        "optionally with TP token pruning. Works under torchrun (each sample counted once).",
+        description="Top-1/top-5 of a registered model on a dataset, optionally with TP token pruning. Works "
+        "under torchrun (each sample counted once).",
     )
-    p.add_argument("--model", required=True, help="registered configuration name (`tp-spikformer models`)")
-    w = p.add_mutually_exclusive_group()
-    w.add_argument("--pretrained", action="store_true", help="load the weights shipped with the package")
-    w.add_argument("--checkpoint", help="checkpoint file (ours or official)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of --checkpoint")
-    p.add_argument("--data", default="fashion_mnist",
-                   help="fashion_mnist | mnist | cifar10 | cifar100 | npz:<path> | shipped (the packaged "
-                   "Fashion-MNIST test slice)")
-    p.add_argument("--data-root", default=None, help="dataset folder (Fashion-MNIST: Debian's by default)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="first N samples only")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: cores / local processes)")
-    p.add_argument("--tp-keep", default=None, help="TP keep schedule, e.g. 0.5 or side_ratio:0.9,0.8")
-    p.add_argument("--tp-scorer", default=None, help="TP scorer name (official, temporal, spatial, ...)")
-    p.add_argument("--tp-window", type=int, default=None)
-    p.add_argument("--tp-mode", default="stop", choices=["stop", "drop"])
-    p.add_argument("--per-class", action="store_true")
-    p.add_argument("--json", default=None, help="also write the result to this JSON file (rank 0)")
+    add_arguments(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .train import (
-        apply_tp_from_args,
-        build_dataset,
-        cleanup_distributed,
-        pick_device,
-        set_threads,
-        setup_distributed,
-    )
-    from .models import create_model
+def run_args(args: argparse.Namespace) -> int:
+    """Evaluate parsed arguments; rank 0 prints the result and writes ``<out>/results.json``."""
+    from . import options, runtime
+    from .data import load_dataset
+    from .jsonio import dumps, write_json
+    from .models import create_model, load_checkpoint
+    from .pruning import apply_tp
 
-    args = build_parser().parse_args(argv)
-    dist_info = setup_distributed(args.device)
-    set_threads(args.threads, dist_info)
-    device = pick_device(args.device, dist_info)
+    info = runtime.setup_distributed(args.device)
     try:
-        model = create_model(args.model, pretrained=args.pretrained, checkpoint=None)
+        runtime.set_threads(args.threads, info)
+        device = runtime.resolve_device(args.device, info)
+        out = options.output_dir(args.out, "evaluate") if info.main and "json" not in vars(args) else None
+        model = create_model(args.model, pretrained=args.pretrained, **options.parse_overrides(args.set))
         if args.checkpoint:
-            from .models.checkpoint import load_checkpoint
-
-            load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
-        apply_tp_from_args(model, args.tp_keep, args.tp_scorer, args.tp_window, args.tp_mode)
-        model.to(device)
-        dataset = build_dataset(args.data, args.split, args.data_root, model.config.data, limit=args.limit)
-        res = evaluate(model, dataset, args.batch_size, device, amp=args.amp, per_class=args.per_class)
-        res = {"model": args.model, "data": args.data, "split": args.split, **res}
-        if dist_info.rank == 0:
-            print(json.dumps(res, indent=1))
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump(res, f, indent=1)
+            load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
+        if args.keep is not None or args.scorer is not None:
+            apply_tp(model, keep=args.keep or "official", scorer=args.scorer or "official", **options.tp_options(args))
+        dataset = load_dataset(args.dataset, args.split, args.data_root, model.config.data, limit=args.limit,
+                               T=args.frames)
+        check_labels(dataset, model.num_classes)
+        res = evaluate(model.to(device), dataset, args.batch_size, device, amp=args.amp, per_class=args.per_class)
+        res = {"model": args.model, "dataset": args.dataset, "split": args.split, **res}
+        if info.main:
+            print(dumps(res))
+            path = vars(args).get("json") or os.path.join(out, "results.json")
+            write_json(path, res)
     finally:
-        cleanup_distributed(dist_info)
+        runtime.cleanup_distributed(info)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .options import run_main
+
+    prog = "python -m tp_spikformer.evaluate"
+    return run_main(lambda: run_args(build_parser().parse_args(argv)), prog)
 
 
 if __name__ == "__main__":

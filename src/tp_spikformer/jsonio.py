@@ -11,10 +11,14 @@ from typing import Any
 
 def plain(obj: Any) -> Any:
     """``obj`` as plain JSON data: dicts, lists, str, int, float (finite) and None."""
-    if obj is None or isinstance(obj, (str, bool, int)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return str(obj)  # plain str, also for subclasses such as torch's TorchVersion
+    if isinstance(obj, int):
+        return int(obj)
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):

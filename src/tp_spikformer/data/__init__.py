@@ -42,8 +42,8 @@ from .coco import (
 )
 from .coco_rle import rle_decode, rle_encode
 from .errors import DatasetFormatError, DatasetNotFoundError
-from .event_datasets import CIFAR10DVS, DVS128Gesture, EventFrameFolder, per_class_split
 from .esim import EVENT_DTYPE, EventSimulator
+from .event_datasets import CIFAR10DVS, DVS128Gesture, EventFrameFolder, per_class_split
 from .event_io import load_event_sample, read_cifar10dvs_aedat
 from .event_repr import CropTransform, GTPEncoder, crop_around, gtp_frames, jitter_box, window_count_frames
 from .events import events_to_frames, frame_index, resize_frames

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError, UsageTypeError
+
 _FIELDS = ("input_size", "crop_pct", "interpolation", "mean", "std", "event_frames")
 
 
@@ -55,16 +57,16 @@ def data_spec(cfg: Any) -> DataSpec:
         cfg = nxt
     size = _get(cfg, "input_size", None)
     if size is None:
-        raise TypeError(
+        raise UsageTypeError(
             f"expected a data configuration with input_size (C, H, W) and optionally {_FIELDS[1:]}, "
             f"got {type(cfg).__name__}"
         )
     size = tuple(int(s) for s in size)
     if len(size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {size}")
+        raise UsageError(f"input_size must be (C, H, W), got {size}")
     mean, std = _get(cfg, "mean", None), _get(cfg, "std", None)
     if (mean is None) != (std is None):
-        raise ValueError(f"mean and std must both be given or both be None, got mean={mean}, std={std}")
+        raise UsageError(f"mean and std must both be given or both be None, got mean={mean}, std={std}")
     crop_pct = _get(cfg, "crop_pct", None)
     return DataSpec(
         input_size=size,  # type: ignore[arg-type]

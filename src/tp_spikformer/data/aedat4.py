@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from .errors import bad_format, not_found
 from .esim import EVENT_DTYPE, empty_events
 from .events import _hw, event_fields
@@ -210,9 +211,9 @@ def write_aedat4(
     H, W = _hw(sensor_size)
     ev = event_fields(events)
     if ev["t"].size and (ev["x"].max() >= min(W, 32768) or ev["y"].max() >= min(H, 32768)):
-        raise ValueError(f"event coordinates exceed the sensor size (H, W) = {(H, W)}")
+        raise UsageError(f"event coordinates exceed the sensor size (H, W) = {(H, W)}")
     if packet_size < 1:
-        raise ValueError(f"packet_size must be >= 1, got {packet_size}")
+        raise UsageError(f"packet_size must be >= 1, got {packet_size}")
     streams = [_stream_xml(0, "EVTS", "events", "Array of events (polarity ON/OFF).", (H, W))]
     packets: list[tuple[int, int, bytes]] = []  # (first timestamp, stream id, flatbuffer)
     for a in range(0, ev["t"].size, packet_size):
@@ -222,7 +223,7 @@ def write_aedat4(
         times = np.asarray(frame_times_us, dtype=np.int64).reshape(-1)
         pix = np.zeros((times.size, H, W), np.uint8) if frames is None else np.asarray(frames)
         if pix.shape != (times.size, H, W):
-            raise ValueError(f"frames must be [N={times.size}, H={H}, W={W}] uint8, got {pix.shape}")
+            raise UsageError(f"frames must be [N={times.size}, H={H}, W={W}] uint8, got {pix.shape}")
         streams.append(_stream_xml(1, "FRME", "frames", "Standard frame (8-bit image).", (H, W)))
         packets += [(int(t), 1, _frame_packet(int(t), exposure_us, p)) for t, p in zip(times, pix)]
     packets.sort(key=lambda p: p[0])  # stable: events before a frame with the same first timestamp

@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from ..errors import UsageError
 from .errors import DatasetNotFoundError, bad_format
 
 BOX_FILE_LAYOUT = "one 'x,y,w,h' line per frame (comma, tab or space separated numbers)"
@@ -57,9 +58,9 @@ def write_box_file(path: str | os.PathLike, boxes: np.ndarray) -> None:
     dropped), creating the parent folder."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be [N, 4] (x, y, w, h), got shape {boxes.shape}")
+        raise UsageError(f"boxes must be [N, 4] (x, y, w, h), got shape {boxes.shape}")
     if not np.isfinite(boxes).all():
-        raise ValueError("boxes contain NaN or infinite values; write finite x, y, w, h per frame")
+        raise UsageError("boxes contain NaN or infinite values; write finite x, y, w, h per frame")
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..errors import MissingPathError, UsageError, check_int
 from ._config import data_spec
 from .in_memory import InMemoryImages
 
@@ -26,7 +27,7 @@ def shipped_path(relative: str) -> str:
     """Absolute path of a file in the package's ``assets/`` folder."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", relative)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"packaged asset missing: {path} (reinstall tp-spikformer)")
+        raise MissingPathError(f"packaged asset missing: {path} (reinstall tp-spikformer)")
     return path
 
 
@@ -64,19 +65,19 @@ def load_dataset(
 
     spec = data_spec(data_cfg) if data_cfg is not None else None
     if spec is not None and spec.event_frames and name not in ("cifar10dvs", "dvs128_gesture"):
-        raise ValueError(f"this model takes event frames; use --dataset cifar10dvs or dvs128_gesture, not {name!r}")
+        raise UsageError(f"this model takes event frames; use the dataset cifar10dvs or dvs128_gesture, not {name!r}")
     if name in ("cifar10dvs", "dvs128_gesture"):
         if root is None:
-            raise ValueError(f"dataset {name} needs a root folder (--data-root) with the event files")
+            raise UsageError(f"dataset {name} needs its root folder with the event files (root=...; command line: --data-root)")
         t = T or getattr(getattr(data_cfg, "config", data_cfg), "T", None)
         if t is None:
-            raise ValueError(f"dataset {name} needs the number of frames T (pass T=... / --frames)")
+            raise UsageError(f"dataset {name} needs the number of frames T (T=...; command line: --frames)")
         cls = CIFAR10DVS if name == "cifar10dvs" else DVS128Gesture
         ds = cls.from_data_config(data_cfg, root, t, split) if data_cfg is not None else cls(root, t, split)
         return _limit_items(ds, limit)
     if name == "imagefolder":
         if root is None:
-            raise ValueError("dataset imagefolder needs --data-root: a folder with one sub-folder per class")
+            raise UsageError("dataset imagefolder needs its root folder, with one sub-folder per class (root=...; command line: --data-root)")
         folder = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
         transform = build_eval_transform(data_cfg) if data_cfg is not None else None
         return _limit_items(ImageFolder(folder, transform=transform), limit)
@@ -84,11 +85,11 @@ def load_dataset(
         ds = FashionMNIST(root, split) if root else FashionMNIST(split=split)
     elif name == "mnist":
         if root is None:
-            raise ValueError("dataset mnist needs --data-root (the folder with the IDX files)")
+            raise UsageError("dataset mnist needs its root folder with the IDX files (root=...; command line: --data-root)")
         ds = MNIST(root, split)
     elif name in ("cifar10", "cifar100"):
         if root is None:
-            raise ValueError(f"dataset {name} needs --data-root (the folder with the python batches)")
+            raise UsageError(f"dataset {name} needs its root folder with the python batches (root=...; command line: --data-root)")
         ds = (CIFAR10 if name == "cifar10" else CIFAR100)(root, split)
     elif name == "shipped":
         ds = InMemoryImages.from_npz(shipped_path(SHIPPED_SLICE))
@@ -96,16 +97,24 @@ def load_dataset(
         ds = InMemoryImages.from_npz(name[4:])
     elif name.startswith("synthetic"):
         _, _, n = name.partition(":")
+        if n and not (n.isdigit() and int(n) >= 1):
+            raise UsageError(f"dataset {name!r}: synthetic:<n> needs a number of images n >= 1, e.g. synthetic:64")
         c, h, _ = spec.input_size if spec is not None else (1, 16, 16)
         ds = synthetic_dataset(int(n or 512), h, c, seed=0 if split == "train" else 1)
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     if limit is not None:
+        check_int("limit", limit)
         ds = ds.subset(slice(0, limit))
+    if len(ds) == 0:
+        raise UsageError(f"dataset {name!r} (split {split!r}) has no samples ({getattr(ds, 'source', '')}); check "
+                         "the files and the split")
     return ds.with_data_config(data_cfg) if data_cfg is not None else ds
 
 
 def _limit_items(ds, limit: int | None):
+    if limit is not None:
+        check_int("limit", limit)
     if limit is None or limit >= len(ds):
         return ds
     return torch.utils.data.Subset(ds, range(limit))

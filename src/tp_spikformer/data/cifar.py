@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from .errors import DatasetFormatError, DatasetNotFoundError, bad_format, not_found
 from .in_memory import InMemoryImages
 
@@ -124,7 +125,7 @@ class CIFAR10(InMemoryImages):
 
     def __init__(self, root: str | os.PathLike, split: str = "test", **options: Any):
         if split not in self.SPLITS:
-            raise ValueError(f"unknown split '{split}'; valid: {sorted(self.SPLITS)}")
+            raise UsageError(f"unknown split '{split}'; valid: {sorted(self.SPLITS)}")
         folder = _find_dir(os.fspath(root), self.FOLDER, self.SPLITS[split][0], self.LAYOUT)
         images, labels = read_cifar_batches(folder, self.SPLITS[split], self.LABEL_KEY, self.LAYOUT)
         options.setdefault("classes", self._class_names(folder))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from .detection_transforms import (  # re-exported: the batching and box transforms of this reader
     DetectionTrainTransform,
     LetterboxInfo,
@@ -277,7 +278,7 @@ def coco_results(
     """Detections of one image as COCO results entries: ``image_id``, ``category_id`` (the dataset's
     own id), ``bbox`` ``[x, y, w, h]`` (from ``[N, 4]`` xyxy boxes in original image pixels), ``score``."""
     if not (boxes.shape[0] == scores.shape[0] == labels.shape[0]):
-        raise ValueError(
+        raise UsageError(
             f"boxes, scores and labels differ in length: {boxes.shape[0]}, {scores.shape[0]}, "
             f"{labels.shape[0]}"
         )

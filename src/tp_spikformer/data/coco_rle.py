@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
+
 
 def mask_to_counts(mask: np.ndarray) -> list[int]:
     """Uncompressed COCO run lengths of a bool ``[H, W]`` mask (column-major, starting with 0s)."""
@@ -32,9 +34,9 @@ def counts_to_mask(counts: Sequence[int], size: Sequence[int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     counts = np.asarray(counts, dtype=np.int64)
     if counts.size and (counts < 0).any():
-        raise ValueError("RLE counts must be non-negative")
+        raise UsageError("RLE counts must be non-negative")
     if int(counts.sum()) != h * w:
-        raise ValueError(
+        raise UsageError(
             f"RLE counts sum to {int(counts.sum())}, but the mask size {h}x{w} has {h * w} pixels"
         )
     values = np.arange(counts.size) % 2 == 1  # runs alternate 0, 1, 0, ...
@@ -63,10 +65,10 @@ def string_to_counts(s: str) -> list[int]:
         x, shift, more = 0, 0, True
         while more:
             if p >= len(s):
-                raise ValueError("truncated compressed RLE string")
+                raise UsageError("truncated compressed RLE string")
             group = ord(s[p]) - 48
             if not 0 <= group < 64:
-                raise ValueError(f"invalid character {s[p]!r} in a compressed RLE string")
+                raise UsageError(f"invalid character {s[p]!r} in a compressed RLE string")
             x |= (group & 0x1F) << shift
             more = bool(group & 0x20)
             p += 1
@@ -83,7 +85,7 @@ def rle_encode(mask: np.ndarray, compressed: bool = True) -> dict[str, Any]:
     """COCO RLE of a bool ``[H, W]`` mask: ``{"size": [H, W], "counts": str | list[int]}``."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"expected a [H, W] mask, got shape {mask.shape}")
+        raise UsageError(f"expected a [H, W] mask, got shape {mask.shape}")
     counts = mask_to_counts(mask)
     return {
         "size": [int(mask.shape[0]), int(mask.shape[1])],
@@ -96,7 +98,7 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     try:
         size, counts = rle["size"], rle["counts"]
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"an RLE must be a dict with 'size' and 'counts', got {rle!r:.80}") from exc
+        raise UsageError(f"an RLE must be a dict with 'size' and 'counts', got {rle!r:.80}") from exc
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     if isinstance(counts, str):
@@ -110,5 +112,5 @@ def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        raise ValueError("the mask is empty: no bounding box")
+        raise UsageError("the mask is empty: no bounding box")
     return float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)

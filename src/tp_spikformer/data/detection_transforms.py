@@ -18,14 +18,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from . import functional as TF
 
 
 def _check(image: torch.Tensor, boxes: torch.Tensor | None) -> None:
     if image.dim() != 3:
-        raise ValueError(f"expected an image [C, H, W], got shape {tuple(image.shape)}")
+        raise UsageError(f"expected an image [C, H, W], got shape {tuple(image.shape)}")
     if boxes is not None and (boxes.dim() != 2 or boxes.shape[-1] != 4):
-        raise ValueError(f"expected boxes [N, 4] (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+        raise UsageError(f"expected boxes [N, 4] (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
 
 
 def resize_detection(
@@ -139,12 +140,12 @@ def collate_detection(
     ``"size": (h, w)`` of the unpadded image added) and ``padding_mask [B, H', W']`` bool, True on
     padding."""
     if not batch:
-        raise ValueError("collate_detection needs at least one item")
+        raise UsageError("collate_detection needs at least one item")
     if size_divisor < 1:
-        raise ValueError(f"size_divisor must be >= 1, got {size_divisor}")
+        raise UsageError(f"size_divisor must be >= 1, got {size_divisor}")
     channels = {int(img.shape[0]) for img, _ in batch}
     if len(channels) != 1:
-        raise ValueError(f"images with different channel counts in one batch: {sorted(channels)}")
+        raise UsageError(f"images with different channel counts in one batch: {sorted(channels)}")
     max_h = max(int(img.shape[1]) for img, _ in batch)
     max_w = max(int(img.shape[2]) for img, _ in batch)
     H = math.ceil(max_h / size_divisor) * size_divisor

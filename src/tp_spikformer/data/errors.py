@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 
+from ..errors import MissingPathError, UsageError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(MissingPathError):
     """A dataset root or one of its files is missing."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UsageError):
     """A dataset file exists but its content is not what the layout requires."""
 
 

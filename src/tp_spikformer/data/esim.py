@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
+
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])
 """Structured dtype of simulated events (also what the tracking readers return)."""
 
@@ -64,16 +66,16 @@ class EventSimulator:
             ("contrast_threshold_neg", contrast_threshold_neg),
         ):
             if not value > 0:
-                raise ValueError(f"{name} must be > 0 (log-intensity units, e.g. 0.2), got {value}")
+                raise UsageError(f"{name} must be > 0 (log-intensity units, e.g. 0.2), got {value}")
         for name, value in (
             ("threshold_sigma", threshold_sigma),
             ("refractory_us", refractory_us),
             ("noise_rate_hz", noise_rate_hz),
         ):
             if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+                raise UsageError(f"{name} must be >= 0, got {value}")
         if not log_eps > 0:
-            raise ValueError(f"log_eps must be > 0 (log(I + eps) of frames in [0, 1]), got {log_eps}")
+            raise UsageError(f"log_eps must be > 0 (log(I + eps) of frames in [0, 1]), got {log_eps}")
         self.contrast_threshold_pos = float(contrast_threshold_pos)
         self.contrast_threshold_neg = float(contrast_threshold_neg)
         self.threshold_sigma = float(threshold_sigma)
@@ -106,11 +108,11 @@ class EventSimulator:
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
         if frame.ndim != 2:
-            raise ValueError(f"a frame must be a grey image [H, W], got shape {frame.shape}")
+            raise UsageError(f"a frame must be a grey image [H, W], got shape {frame.shape}")
         if self._shape is not None and frame.shape != self._shape:
-            raise ValueError(f"frame shape {frame.shape} differs from the first frame's {self._shape}")
+            raise UsageError(f"frame shape {frame.shape} differs from the first frame's {self._shape}")
         if frame.size and (np.nanmin(frame) < 0 or np.nanmax(frame) > 1 or np.isnan(frame).any()):
-            raise ValueError(
+            raise UsageError(
                 f"frame values must lie in [0, 1] (grey intensity), got [{np.nanmin(frame)}, "
                 f"{np.nanmax(frame)}] (NaN: {bool(np.isnan(frame).any())}); scale uint8 images by 1/255"
             )
@@ -138,7 +140,7 @@ class EventSimulator:
             self._t_last = np.full(log_now.size, -np.inf)
             return empty_events()
         if not t_us > self._t_prev:
-            raise ValueError(f"timestamps must increase: got {t_us} us after {self._t_prev} us")
+            raise UsageError(f"timestamps must increase: got {t_us} us after {self._t_prev} us")
         t_float, pix, pol = self._crossings(self._l_prev, log_now, self._t_prev, t_us)
         if self.noise_rate_hz > 0:
             t_float, pix, pol = self._add_noise(t_float, pix, pol, self._t_prev, t_us)
@@ -206,9 +208,9 @@ class EventSimulator:
         frames = np.asarray(frames)
         timestamps_us = np.asarray(timestamps_us).reshape(-1)
         if frames.ndim != 3:
-            raise ValueError(f"frames must be [N, H, W] grey images, got shape {frames.shape}")
+            raise UsageError(f"frames must be [N, H, W] grey images, got shape {frames.shape}")
         if timestamps_us.shape[0] != frames.shape[0]:
-            raise ValueError(f"{frames.shape[0]} frames but {timestamps_us.shape[0]} timestamps")
+            raise UsageError(f"{frames.shape[0]} frames but {timestamps_us.shape[0]} timestamps")
         self.reset()
         chunks = [self.step(frame, t) for frame, t in zip(frames, timestamps_us)]
         return np.concatenate(chunks) if chunks else empty_events()

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from ._config import data_spec
 from .errors import DatasetNotFoundError, bad_format, not_found, require_dir
 from .event_io import EVENT_EXTENSIONS, load_event_sample
@@ -61,7 +62,7 @@ class EventFrameFolder(Dataset):
         layout: str = EVENT_FOLDER_LAYOUT,
     ):
         if split_by not in ("number", "time"):
-            raise ValueError(f"split_by must be 'number' or 'time', got '{split_by}'")
+            raise UsageError(f"split_by must be 'number' or 'time', got '{split_by}'")
         self.root = require_dir(root, layout)
         self.classes = list(classes) if classes is not None else find_classes(self.root)
         if not self.classes:
@@ -131,7 +132,7 @@ def per_class_split(
     if split == "all":
         return list(samples)
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got '{split}'")
+        raise UsageError(f"split must be 'train', 'test' or 'all', got '{split}'")
     by_class: dict[int, list[tuple[str, int]]] = {}
     for s in samples:
         by_class.setdefault(s[1], []).append(s)
@@ -189,7 +190,7 @@ class DVS128Gesture(EventFrameFolder):
 
     def __init__(self, root: str | os.PathLike, T: int, split: str = "test", **kwargs: Any):
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got '{split}'")
+            raise UsageError(f"split must be 'train' or 'test', got '{split}'")
         folder = _events_np(root, split)
         if not os.path.isdir(folder):
             raise not_found(f"a '{split}' folder", os.fspath(root), GESTURE_LAYOUT)

@@ -19,11 +19,13 @@ Accepted files:
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
 
-from .errors import bad_format, not_found
+from .errors import DatasetFormatError, bad_format, not_found
 from .events import EVENT_FIELDS
 
 EVENT_EXTENSIONS = (".npz", ".npy", ".aedat")
@@ -77,9 +79,15 @@ def load_event_sample(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if ext == ".aedat":
         return read_cifar10dvs_aedat(path)
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise bad_format(path, f"cannot read: {exc}", EVENT_FILE_LAYOUT) from exc
+        return _read_numpy_sample(path, ext)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, DatasetFormatError):
+            raise
+        raise bad_format(path, f"cannot read (corrupt or not a numpy file): {exc}", EVENT_FILE_LAYOUT) from exc
+
+
+def _read_numpy_sample(path: str, ext: str) -> dict[str, np.ndarray]:
+    loaded = np.load(path, allow_pickle=False)
     if ext == ".npz" or hasattr(loaded, "files"):
         with loaded as z:
             files = set(z.files)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .events import _hw, event_fields, events_to_frames
 
 GTP_ORDERS = ("pnh", "hnp")
@@ -51,7 +52,7 @@ GTP_ORDERS = ("pnh", "hnp")
 
 def _window(ev: dict[str, np.ndarray], t_start: float, t_end: float) -> dict[str, np.ndarray]:
     if not t_end > t_start:
-        raise ValueError(f"the window must have t_end > t_start, got [{t_start}, {t_end})")
+        raise UsageError(f"the window must have t_end > t_start, got [{t_start}, {t_end})")
     t = ev["t"]
     if t.size and np.all(t[1:] >= t[:-1]):  # sorted: binary search instead of a mask
         a, b = np.searchsorted(t, t_start, "left"), np.searchsorted(t, t_end, "left")
@@ -76,7 +77,7 @@ def window_count_frames(
     event, so empty parts of the interval give empty bins. Events outside the sensor are dropped (as
     :func:`.events.events_to_frames` does)."""
     if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
+        raise UsageError(f"T must be >= 1, got {T}")
     ev = _window(event_fields(events), t_start, t_end)
     if T == 1:
         return events_to_frames(ev, sensor_size, 1)
@@ -106,7 +107,7 @@ class GTPEncoder:
         as_png: bool = False,
     ):
         if order not in GTP_ORDERS:
-            raise ValueError(
+            raise UsageError(
                 "order must be 'pnh' ([ON, OFF, trajectory]) or 'hnp' (SDTrack's network order), "
                 f"got '{order}'"
             )
@@ -145,7 +146,7 @@ class GTPEncoder:
         """``[T, 3, H, W]``: the window ``[t_start, t_end)`` cut into ``T`` equal slices (SDTrack's
         ``interT``), encoded in order."""
         if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
+            raise UsageError(f"T must be >= 1, got {T}")
         ev = _window(event_fields(events), t_start, t_end)
         b = _bins(ev["t"], t_start, t_end, T)
         return torch.stack([self.encode({k: v[b == i] for k, v in ev.items()}) for i in range(T)])
@@ -159,7 +160,7 @@ def gtp_frames(
     :class:`GTPEncoder`."""
     bounds = np.asarray(bounds_us, dtype=np.float64).reshape(-1)
     if bounds.size < 2 or not np.all(np.diff(bounds) > 0):
-        raise ValueError(
+        raise UsageError(
             f"bounds_us must be >= 2 increasing times (N + 1 window bounds), got {bounds[:5]}..."
         )
     enc = GTPEncoder(sensor_size, **kwargs)
@@ -209,9 +210,9 @@ def crop_around(
     """
     x, y, w, h = (float(v) for v in box_xywh)
     if not (w > 0 and h > 0):
-        raise ValueError(f"the box must have w > 0 and h > 0 to crop around it, got {tuple(box_xywh)}")
+        raise UsageError(f"the box must have w > 0 and h > 0 to crop around it, got {tuple(box_xywh)}")
     if not (factor > 0 and out_size >= 1):
-        raise ValueError(f"need factor > 0 and out_size >= 1, got factor={factor}, out_size={out_size}")
+        raise UsageError(f"need factor > 0 and out_size >= 1, got factor={factor}, out_size={out_size}")
     crop = math.ceil(math.sqrt(w * h) * factor)
     x0 = math.floor(x + 0.5 * w - 0.5 * crop + 0.5)
     y0 = math.floor(y + 0.5 * h - 0.5 * crop + 0.5)

@@ -7,7 +7,8 @@
 holds ``t_first + i * dt <= t < t_first + (i + 1) * dt``, the last frame everything from its start on.
 For time-sorted streams both equal spikingjelly's frames exactly; empty slices give empty frames.
 Channel 0 counts events with ``p <= 0`` (OFF; 0 in {0, 1} or -1 in {-1, 1} polarity), channel 1 with
-``p > 0``. Events outside the sensor (x >= W, y >= H or negative) are dropped.
+``p > 0``; other polarity values are refused. Events outside the sensor (x >= W, y >= H or negative) are
+an error, not silently dropped: they mean the sensor size is wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..errors import UnknownNameError, UsageError
 
 EVENT_FIELDS = ("t", "x", "y", "p")
 
@@ -39,11 +42,11 @@ def event_fields(events: Any) -> dict[str, np.ndarray]:
         get = lambda k: getattr(events, k)  # noqa: E731
         found = [k for k in EVENT_FIELDS if hasattr(events, k)]
     if missing:
-        raise KeyError(f"events need fields {EVENT_FIELDS}; missing {missing} (found {found})")
+        raise UnknownNameError(f"events need fields {EVENT_FIELDS}; missing {missing} (found {found})")
     out = {k: np.asarray(get(k)).reshape(-1) for k in EVENT_FIELDS}
     n = {k: v.shape[0] for k, v in out.items()}
     if len(set(n.values())) != 1:
-        raise ValueError(f"event fields have different lengths: {n}")
+        raise UsageError(f"event fields have different lengths: {n}")
     return out
 
 
@@ -51,17 +54,25 @@ def _hw(sensor_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(sensor_size, int):
         return sensor_size, sensor_size
     if len(sensor_size) != 2:
-        raise ValueError(
+        raise UsageError(
             f"sensor_size must be (H, W) (note: tonic's sensor_size is (W, H, P)), got {tuple(sensor_size)}"
         )
     return int(sensor_size[0]), int(sensor_size[1])
+
+
+def _polarity(p: np.ndarray) -> np.ndarray:
+    """Polarity as 0 (OFF) / 1 (ON) from {0, 1}, {-1, 1} or bools; anything else is refused."""
+    values = np.unique(p)
+    if not np.isin(values, (-1, 0, 1)).all():
+        raise UsageError(f"event polarities must be 0/1 or -1/1 (OFF/ON), got the values {values[:8].tolist()}")
+    return (p.astype(np.float64) > 0).astype(np.int64)
 
 
 def frame_index(t: np.ndarray, T: int, split_by: str = "number") -> np.ndarray:
     """Frame number (0..T-1) of every event (see the module docstring for the rules)."""
     n = t.shape[0]
     if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
+        raise UsageError(f"T must be >= 1, got {T}")
     if split_by == "number":
         per = n // T
         if per == 0:
@@ -74,7 +85,7 @@ def frame_index(t: np.ndarray, T: int, split_by: str = "number") -> np.ndarray:
         dt = (t1 - t0) // T
         bounds = t0 + dt * np.arange(1, T, dtype=np.result_type(t.dtype, np.int64))
         return np.searchsorted(bounds, t, side="right").astype(np.int64)
-    raise ValueError(f"split_by must be 'number' or 'time', got '{split_by}'")
+    raise UsageError(f"split_by must be 'number' or 'time', got '{split_by}'")
 
 
 def events_to_frames(
@@ -90,10 +101,15 @@ def events_to_frames(
     idx = frame_index(ev["t"], T, split_by)
     x = ev["x"].astype(np.int64)
     y = ev["y"].astype(np.int64)
-    pol = (ev["p"].astype(np.float64) > 0).astype(np.int64)
-    keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-    if not keep.all():
-        x, y, pol, idx = x[keep], y[keep], pol[keep], idx[keep]
+    pol = _polarity(ev["p"])
+    outside = (x < 0) | (x >= W) | (y < 0) | (y >= H)
+    if outside.any():
+        n_out = int(outside.sum())
+        raise UsageError(
+            f"{n_out} of {x.shape[0]} events ({100 * n_out / x.shape[0]:.1f} %) lie outside the {H}x{W} sensor "
+            f"(x in {x.min()}..{x.max()}, y in {y.min()}..{y.max()}); give the right sensor_size (H, W) or "
+            "crop the events first"
+        )
     flat = ((idx * 2 + pol) * H + y) * W + x
     counts = np.bincount(flat, minlength=T * 2 * H * W).astype(np.float32)
     return torch.from_numpy(counts).reshape(T, 2, H, W)
@@ -115,7 +131,7 @@ def resize_frames(
     if tuple(frames.shape[-2:]) == (h, w):
         return frames
     if mode not in ("bilinear", "area", "nearest"):
-        raise ValueError(f"mode must be 'bilinear', 'area' or 'nearest', got '{mode}'")
+        raise UsageError(f"mode must be 'bilinear', 'area' or 'nearest', got '{mode}'")
     lead = frames.shape[:-2]
     x = frames.reshape(-1, 1, *frames.shape[-2:])
     if not x.is_floating_point():

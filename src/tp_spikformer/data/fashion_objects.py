@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from . import functional as TF
 from .errors import DatasetNotFoundError
 from .mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, read_idx_split
@@ -81,13 +82,13 @@ class FashionObjects:
         max_hole: int = 6,
     ):
         if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}; valid: 'train', 'test'")
+            raise UsageError(f"unknown split {split!r}; valid: 'train', 'test'")
         source = source or "idx"
         if source not in SOURCES:
-            raise ValueError(f"unknown source {source!r}; valid: None/'idx' (IDX files) or 'shipped'")
+            raise UsageError(f"unknown source {source!r}; valid: None/'idx' (IDX files) or 'shipped'")
         if source == "shipped":
             if root is not None:
-                raise ValueError("source='shipped' reads the packaged slice; do not pass root=")
+                raise UsageError("source='shipped' reads the packaged slice; do not pass root=")
             from .catalog import SHIPPED_SLICE, shipped_path
             from .in_memory import load_npz_slice
 
@@ -111,17 +112,17 @@ class FashionObjects:
     def _init_arrays(self, images, labels, split, where, threshold, max_hole) -> None:
         images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"items must be uint8 [N, H, W], got {images.dtype} {images.shape}")
+            raise UsageError(f"items must be uint8 [N, H, W], got {images.dtype} {images.shape}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{images.shape[0]} items but labels of shape {labels.shape}")
+            raise UsageError(f"{images.shape[0]} items but labels of shape {labels.shape}")
         if len(labels) == 0:
-            raise ValueError(f"no items in {where}")
+            raise UsageError(f"no items in {where}")
         if int(labels.min()) < 0 or int(labels.max()) >= len(self.CLASSES):
-            raise ValueError(
+            raise UsageError(
                 f"labels must be in 0..{len(self.CLASSES) - 1}, got {labels.min()}..{labels.max()}"
             )
         if not 0 < threshold <= 255:
-            raise ValueError(f"threshold must be in 1..255, got {threshold}")
+            raise UsageError(f"threshold must be in 1..255, got {threshold}")
         self.images, self.labels = images, labels.astype(np.int64)
         self.split, self.source = split, where
         self.threshold, self.max_hole = int(threshold), int(max_hole)
@@ -157,10 +158,10 @@ class FashionObjects:
     def items_of(self, category: int) -> np.ndarray:
         """Indices of the items of class ``category`` (raises if there are none)."""
         if not 0 <= category < len(self.CLASSES):
-            raise ValueError(f"category must be in 0..{len(self.CLASSES) - 1}, got {category}")
+            raise UsageError(f"category must be in 0..{len(self.CLASSES) - 1}, got {category}")
         items = np.flatnonzero(self.labels == category)
         if items.size == 0:
-            raise ValueError(f"no items of class {category} ({self.CLASSES[category]}) in {self.source}")
+            raise UsageError(f"no items of class {category} ({self.CLASSES[category]}) in {self.source}")
         return items
 
     def silhouette(self, index: int) -> np.ndarray:
@@ -186,10 +187,10 @@ class FashionObjects:
         """
         h, w = TF._pair(size_hw)
         if h < 1 or w < 1:
-            raise ValueError(f"sprite size must be positive, got {size_hw}")
+            raise UsageError(f"sprite size must be positive, got {size_hw}")
         tint = np.asarray(tint_rgb, dtype=np.float32).reshape(-1)
         if tint.shape != (3,):
-            raise ValueError(f"tint_rgb must be 3 values in [0, 1], got {tint_rgb}")
+            raise UsageError(f"tint_rgb must be 3 values in [0, 1], got {tint_rgb}")
         src = torch.stack(
             [
                 torch.from_numpy(self.images[index].astype(np.float32) / 255.0),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError, UsageTypeError
 from ._pillow import is_pil_image, require_pillow
 
 # Pillow filter names accepted by resize(); tensors support the first three plus "area".
@@ -36,7 +37,7 @@ def _pair(size: Size) -> tuple[int, int]:
     if len(size) == 1:
         return size[0], size[0]
     if len(size) != 2:
-        raise ValueError(f"size must be an int or (height, width), got {size}")
+        raise UsageError(f"size must be an int or (height, width), got {size}")
     return size  # type: ignore[return-value]
 
 
@@ -48,9 +49,9 @@ def image_size(img: Any) -> tuple[int, int]:
         return int(img.shape[0]), int(img.shape[1])
     if isinstance(img, torch.Tensor):
         if img.dim() < 2:
-            raise ValueError(f"expected a [..., H, W] tensor, got shape {tuple(img.shape)}")
+            raise UsageError(f"expected a [..., H, W] tensor, got shape {tuple(img.shape)}")
         return int(img.shape[-2]), int(img.shape[-1])
-    raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(img).__name__}")
+    raise UsageTypeError(f"expected a PIL image, numpy array or torch tensor, got {type(img).__name__}")
 
 
 def resized_output_size(height: int, width: int, size: Size) -> tuple[int, int]:
@@ -71,7 +72,7 @@ def _pil_filter(interpolation: str) -> Any:
     Image = require_pillow()
     name = interpolation.lower()
     if name not in PIL_INTERPOLATIONS:
-        raise ValueError(
+        raise UsageError(
             f"unknown interpolation '{interpolation}'; valid for PIL images: {PIL_INTERPOLATIONS}"
         )
     return getattr(Image.Resampling, name.upper())
@@ -88,14 +89,14 @@ def resize(img: Any, size: Size, interpolation: str = "bilinear") -> Any:
     if (out_h, out_w) == (h, w):
         return img
     if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"resize to {size} of a {h}x{w} image gives an empty image")
+        raise UsageError(f"resize to {size} of a {h}x{w} image gives an empty image")
     if is_pil_image(img):
         return img.resize((out_w, out_h), _pil_filter(interpolation))
     if not isinstance(img, torch.Tensor):
-        raise TypeError(f"resize expects a PIL image or a torch tensor, got {type(img).__name__}")
+        raise UsageTypeError(f"resize expects a PIL image or a torch tensor, got {type(img).__name__}")
     mode = interpolation.lower()
     if mode not in TENSOR_INTERPOLATIONS:
-        raise ValueError(
+        raise UsageError(
             f"unknown interpolation '{interpolation}'; valid for tensors: {TENSOR_INTERPOLATIONS}"
         )
     lead = img.shape[:-2]
@@ -124,9 +125,9 @@ def pad(img: Any, padding: int | Sequence[int], fill: float = 0) -> Any:
     elif len(padding) == 4:
         left, top, right, bottom = padding
     else:
-        raise ValueError(f"padding must be an int or a sequence of 2 or 4 ints, got {padding}")
+        raise UsageError(f"padding must be an int or a sequence of 2 or 4 ints, got {padding}")
     if min(left, top, right, bottom) < 0:
-        raise ValueError(f"padding must be non-negative, got {padding}")
+        raise UsageError(f"padding must be non-negative, got {padding}")
     if left == top == right == bottom == 0:
         return img
     if is_pil_image(img):
@@ -138,17 +139,17 @@ def pad(img: Any, padding: int | Sequence[int], fill: float = 0) -> Any:
         return out
     if isinstance(img, torch.Tensor):
         return F.pad(img, (left, right, top, bottom), value=fill)
-    raise TypeError(f"pad expects a PIL image or a torch tensor, got {type(img).__name__}")
+    raise UsageTypeError(f"pad expects a PIL image or a torch tensor, got {type(img).__name__}")
 
 
 def crop(img: Any, top: int, left: int, height: int, width: int) -> Any:
     """Crop the box at (top, left) of the given size; parts outside the image are zeros."""
     if height <= 0 or width <= 0:
-        raise ValueError(f"crop size must be positive, got {height}x{width}")
+        raise UsageError(f"crop size must be positive, got {height}x{width}")
     if is_pil_image(img):
         return img.crop((left, top, left + width, top + height))
     if not isinstance(img, torch.Tensor):
-        raise TypeError(f"crop expects a PIL image or a torch tensor, got {type(img).__name__}")
+        raise UsageTypeError(f"crop expects a PIL image or a torch tensor, got {type(img).__name__}")
     h, w = image_size(img)
     if top >= 0 and left >= 0 and top + height <= h and left + width <= w:
         return img[..., top : top + height, left : left + width]
@@ -187,7 +188,7 @@ def hflip(img: Any) -> Any:
         return img.transpose(require_pillow().Transpose.FLIP_LEFT_RIGHT)
     if isinstance(img, torch.Tensor):
         return img.flip(-1)
-    raise TypeError(f"hflip expects a PIL image or a torch tensor, got {type(img).__name__}")
+    raise UsageTypeError(f"hflip expects a PIL image or a torch tensor, got {type(img).__name__}")
 
 
 def to_tensor(pic: Any) -> torch.Tensor:
@@ -204,11 +205,11 @@ def to_tensor(pic: Any) -> torch.Tensor:
     elif isinstance(pic, np.ndarray):
         arr = pic
     else:
-        raise TypeError(f"to_tensor expects a PIL image, numpy array or tensor, got {type(pic).__name__}")
+        raise UsageTypeError(f"to_tensor expects a PIL image, numpy array or tensor, got {type(pic).__name__}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
-        raise ValueError(f"to_tensor expects an HWC or HW array, got shape {arr.shape}")
+        raise UsageError(f"to_tensor expects an HWC or HW array, got shape {arr.shape}")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     if not arr.flags.writeable:
@@ -224,17 +225,17 @@ def normalize(
 ) -> torch.Tensor:
     """``(x - mean) / std`` per channel of a float ``[..., C, H, W]`` tensor (one value broadcasts)."""
     if not x.is_floating_point():
-        raise TypeError(f"normalize expects a float tensor (use to_tensor first), got {x.dtype}")
+        raise UsageTypeError(f"normalize expects a float tensor (use to_tensor first), got {x.dtype}")
     if x.dim() < 3:
-        raise ValueError(f"normalize expects a [..., C, H, W] tensor, got shape {tuple(x.shape)}")
+        raise UsageError(f"normalize expects a [..., C, H, W] tensor, got shape {tuple(x.shape)}")
     c = x.shape[-3]
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1)
     for name, v in (("mean", mean_t), ("std", std_t)):
         if v.numel() not in (1, c):
-            raise ValueError(f"{name} has {v.numel()} values but the image has {c} channels")
+            raise UsageError(f"{name} has {v.numel()} values but the image has {c} channels")
     if bool((std_t == 0).any()):
-        raise ValueError(f"std must be non-zero, got {tuple(std)}")
+        raise UsageError(f"std must be non-zero, got {tuple(std)}")
     mean_t, std_t = mean_t.reshape(-1, 1, 1), std_t.reshape(-1, 1, 1)
     if inplace:
         return x.sub_(mean_t).div_(std_t)
@@ -249,7 +250,7 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """Adapt a ``[..., C, H, W]`` tensor to ``channels``: 1 -> 3 repeats the grey channel, 3 -> 1 takes
     the luma, 4 -> 3 drops alpha; equal counts pass through."""
     if x.dim() < 3:
-        raise ValueError(f"to_channels expects a [..., C, H, W] tensor, got shape {tuple(x.shape)}")
+        raise UsageError(f"to_channels expects a [..., C, H, W] tensor, got shape {tuple(x.shape)}")
     c = x.shape[-3]
     if c == channels:
         return x
@@ -263,7 +264,7 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         )
         y = (x[..., :3, :, :].to(w.dtype) * w.reshape(3, 1, 1)).sum(-3, keepdim=True)
         return y.round().clamp(0, 255).to(x.dtype) if x.dtype == torch.uint8 else y
-    raise ValueError(f"cannot convert an image with {c} channels to {channels} channels")
+    raise UsageError(f"cannot convert an image with {c} channels to {channels} channels")
 
 
 def random_resized_crop_params(

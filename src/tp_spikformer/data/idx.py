@@ -11,10 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import UsageError
 from .errors import bad_format, not_found
 
 IMAGES_MAGIC = 2051
@@ -32,13 +34,20 @@ _CODES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: str, layout: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        return gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw
-    except (OSError, EOFError) as exc:  # includes gzip.BadGzipFile and truncated streams
-        raise bad_format(path, f"cannot read: {exc}", layout) from exc
+MAX_IDX_BYTES = 2**31  # refuse headers that promise more data than this (a corrupt or hostile file)
+
+
+def _open(path: str):
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _read_exact(f, n: int, path: str, layout: str, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise bad_format(path, f"truncated: {what} needs {n} bytes, the file has {len(data)}", layout)
+    return data
 
 
 def read_idx(
@@ -46,39 +55,43 @@ def read_idx(
 ) -> np.ndarray:
     """Read an IDX file (gzip detected from the content) into a native-endian numpy array.
 
+    The header is read first and the data is read exactly as the header declares it (at most
+    ``MAX_IDX_BYTES``): a gzip bomb or a file with trailing data costs no more than its declared size.
     ``expected_magic`` (e.g. 2051 for images) is checked; a wrong magic, an unknown type or a data
     length that disagrees with the header raises :class:`.errors.DatasetFormatError` naming the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise not_found(os.path.basename(path), os.path.dirname(path) or ".", layout)
-    data = _read_bytes(path, layout)
-    if len(data) < 4:
-        raise bad_format(path, f"file too short for an IDX header ({len(data)} bytes)", layout)
-    magic = struct.unpack(">I", data[:4])[0]
-    zero, type_code, ndim = data[0:2], data[2], data[3]
-    expected = (
-        f"expected magic {expected_magic}" if expected_magic is not None else "expected 00 00 <type> <ndim>"
-    )
+    try:
+        with _open(path) as f:
+            return _parse(f, path, expected_magic, layout)
+    except (OSError, EOFError, zlib.error) as exc:  # includes gzip.BadGzipFile and truncated streams
+        raise bad_format(path, f"cannot read: {exc}", layout) from exc
+
+
+def _parse(f, path: str, expected_magic: int | None, layout: str) -> np.ndarray:
+    head = _read_exact(f, 4, path, layout, "the IDX header")
+    magic = struct.unpack(">I", head)[0]
+    zero, type_code, ndim = head[0:2], head[2], head[3]
+    expected = f"expected magic {expected_magic}" if expected_magic is not None else "expected 00 00 <type> <ndim>"
     if zero != b"\x00\x00" or type_code not in _TYPES or ndim == 0:
         raise bad_format(path, f"bad IDX magic {magic} (0x{magic:08x}), {expected}", layout)
     if expected_magic is not None and magic != expected_magic:
         raise bad_format(
-            path,
-            f"IDX magic {magic} (0x{magic:08x}), expected {expected_magic} (0x{expected_magic:08x})",
-            layout,
+            path, f"IDX magic {magic} (0x{magic:08x}), expected {expected_magic} (0x{expected_magic:08x})", layout
         )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise bad_format(path, f"truncated IDX header ({len(data)} bytes, {ndim} dimensions)", layout)
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, layout, f"a {ndim}-dimension header"))
     dtype = np.dtype(_TYPES[type_code])
     need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    have = len(data) - header
-    if have != need:
-        shape = " x ".join(str(d) for d in dims)
+    shape = " x ".join(str(d) for d in dims)
+    if need > MAX_IDX_BYTES:
+        raise bad_format(path, f"header declares {shape} ({need} bytes), more than the {MAX_IDX_BYTES} allowed", layout)
+    data = f.read(need)
+    if len(data) != need or f.read(1):
+        have = len(data) if len(data) != need else f"more than {need}"
         raise bad_format(path, f"header says {shape} ({need} data bytes) but the file has {have}", layout)
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))  # a writable native-endian copy
 
 
@@ -87,9 +100,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> str:
     path = os.fspath(path)
     arr = np.asarray(array)
     if arr.dtype not in _CODES:
-        raise ValueError(f"IDX cannot store dtype {arr.dtype}; valid: {[str(d) for d in _CODES]}")
+        raise UsageError(f"IDX cannot store dtype {arr.dtype}; valid: {[str(d) for d in _CODES]}")
     if arr.ndim == 0 or arr.ndim > 255:
-        raise ValueError(f"IDX needs 1..255 dimensions, got {arr.ndim}")
+        raise UsageError(f"IDX needs 1..255 dimensions, got {arr.ndim}")
     header = bytes([0, 0, _CODES[arr.dtype], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     payload = header + np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder(">"))).tobytes()
     if path.endswith(".gz"):

@@ -39,7 +39,8 @@ def make_samples(
     root: str, classes: Sequence[str], extensions: Sequence[str] = IMG_EXTENSIONS, layout: str | None = None
 ) -> list[tuple[str, int]]:
     """(path, label) for every file with one of ``extensions`` (case-insensitive) under each class
-    folder, recursively, in sorted order (``layout`` describes the expected layout in errors)."""
+    folder, recursively, in sorted order (``layout`` describes the expected layout in errors). Symbolic
+    links to folders are followed, each real folder once (a link loop is not read twice)."""
     layout = layout or image_folder_layout(extensions)
     exts = tuple(e.lower() for e in extensions)
     samples: list[tuple[str, int]] = []
@@ -49,10 +50,17 @@ def make_samples(
         if not os.path.isdir(cls_dir):
             raise not_found(f"class folder '{cls}'", root, layout)
         n0 = len(samples)
-        for dirpath, _, fnames in sorted(os.walk(cls_dir, followlinks=True)):
-            for fname in sorted(fnames):
-                if fname.lower().endswith(exts):
-                    samples.append((os.path.join(dirpath, fname), label))
+        seen_dirs: set[str] = set()
+        found = []
+        for dirpath, dirnames, fnames in os.walk(cls_dir, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:  # a symlink loop (or a second link to a folder already read)
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real)
+            dirnames.sort()
+            found += [os.path.join(dirpath, f) for f in fnames if f.lower().endswith(exts)]
+        samples += [(path, label) for path in sorted(found)]
         if len(samples) == n0:
             empty.append(cls)
     if empty:

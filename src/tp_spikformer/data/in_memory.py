@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError, UsageTypeError
 from . import functional as TF
 from ._config import data_spec
 from .errors import DatasetFormatError, bad_format, not_found
@@ -83,7 +84,7 @@ class InMemoryImages(Dataset):
         self.size = TF._pair(size) if size is not None else None
         self.channels = channels
         if (mean is None) != (std is None):
-            raise ValueError("mean and std must both be given or both be None")
+            raise UsageError("mean and std must both be given or both be None")
         self.mean = None if mean is None else tuple(float(m) for m in mean)
         self.std = None if std is None else tuple(float(s) for s in std)
         self.interpolation = interpolation
@@ -98,7 +99,7 @@ class InMemoryImages(Dataset):
         valid = {"size", "channels", "mean", "std", "interpolation", "crop_pct", "transform", "classes"}
         unknown = sorted(set(options) - valid)
         if unknown:
-            raise TypeError(f"unknown option(s) {unknown}; valid: {sorted(valid)}")
+            raise UsageTypeError(f"unknown option(s) {unknown}; valid: {sorted(valid)}")
         new = copy.copy(self)
         for k, v in options.items():
             if k == "size":
@@ -107,7 +108,7 @@ class InMemoryImages(Dataset):
                 v = tuple(float(x) for x in v)
             setattr(new, k, v)
         if (new.mean is None) != (new.std is None):
-            raise ValueError("mean and std must both be given or both be None")
+            raise UsageError("mean and std must both be given or both be None")
         return new
 
     def with_data_config(self, data_cfg: Any) -> InMemoryImages:
@@ -115,7 +116,7 @@ class InMemoryImages(Dataset):
         interpolation, mean/std (duck-typed, see :func:`._config.data_spec`)."""
         spec = data_spec(data_cfg)
         if spec.event_frames:
-            raise ValueError("an event-frame configuration cannot be used with a static image set")
+            raise UsageError("an event-frame configuration cannot be used with a static image set")
         return self.with_options(
             size=spec.hw,
             channels=spec.channels,
@@ -250,9 +251,9 @@ def save_npz_slice(
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {images.dtype}")
+        raise UsageError(f"images must be uint8, got {images.dtype}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but labels of shape {labels.shape}")
+        raise UsageError(f"{images.shape[0]} images but labels of shape {labels.shape}")
     arrays: dict[str, Any] = {"images": images, "labels": labels.astype(np.int64)}
     if classes is not None:
         arrays["classes"] = np.asarray(list(classes), dtype=str)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError, UsageTypeError
 from .errors import DatasetNotFoundError, bad_format
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_file, read_idx
 from .in_memory import InMemoryImages
@@ -48,7 +49,7 @@ def idx_layout(name: str) -> str:
 def read_idx_split(root: str | os.PathLike, split: str, name: str = "MNIST") -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 [N, H, W], labels uint8 [N])`` of the ``train`` or ``test`` split in ``root``."""
     if split not in IDX_FILES:
-        raise ValueError(f"unknown split '{split}'; valid: {sorted(IDX_FILES)}")
+        raise UsageError(f"unknown split '{split}'; valid: {sorted(IDX_FILES)}")
     root = os.fspath(os.path.expanduser(root))
     layout = idx_layout(name)
     if not os.path.isdir(root):
@@ -102,7 +103,7 @@ class MNIST(InMemoryImages):
     ):
         if root is None:
             if self.DEFAULT_ROOT is None:
-                raise TypeError(
+                raise UsageTypeError(
                     f"{self.NAME} has no default location: pass root= (the folder with the IDX files)"
                 )
             root = self.DEFAULT_ROOT

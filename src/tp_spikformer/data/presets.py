@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from ._config import data_spec
 from .transforms import (
     CenterCrop,
@@ -32,7 +33,7 @@ def eval_resize_size(input_hw: tuple[int, int], crop_pct: float) -> int | tuple[
     through rounding error."""
     h, w = input_hw
     if not 0 < crop_pct <= 1.0 + 1e-9:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+        raise UsageError(f"crop_pct must be in (0, 1], got {crop_pct}")
     if h == w:
         return math.floor(h / crop_pct + 1e-6)
     return math.floor(h / crop_pct + 1e-6), math.floor(w / crop_pct + 1e-6)
@@ -90,7 +91,7 @@ def build_train_transform(
             RandomResizedCrop(spec.hw, scale=scale, interpolation=spec.interpolation, generator=generator)
         ]
     else:
-        raise ValueError(f"unknown train transform mode '{mode}'; valid: 'auto', 'crop', 'resized_crop'")
+        raise UsageError(f"unknown train transform mode '{mode}'; valid: 'auto', 'crop', 'resized_crop'")
     steps: list[Any] = [
         *spatial,
         RandomHorizontalFlip(hflip, generator),

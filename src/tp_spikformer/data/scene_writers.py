@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ._pillow import require_pillow
 from .coco_rle import rle_encode
 from .fashion_objects import FashionObjects
@@ -62,7 +63,7 @@ def encode_image(array: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     elif fmt == "png":
         img.save(buf, format="PNG", compress_level=1)  # 3x faster than the default 6, ~40 % larger
     else:
-        raise ValueError(f"unknown image format {fmt!r}; valid: 'jpeg', 'png'")
+        raise UsageError(f"unknown image format {fmt!r}; valid: 'jpeg', 'png'")
     return buf.getvalue()
 
 
@@ -170,7 +171,7 @@ class ClassificationWriter:
     def add(self, split: str, stem: str, scene: Scene) -> None:
         """Write one scene, which must hold exactly one object; ``split`` is "train" or "val"."""
         if len(scene.instances) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"classification scenes need exactly one object, scene {scene.index} has "
                 f"{len(scene.instances)} (use min_objects = max_objects = 1 and objects well above "
                 "min_visible_area pixels)"
@@ -229,9 +230,9 @@ def make_scenes(
     formats = tuple(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ValueError(f"unknown format(s) {bad}; choose one or more of {FORMATS}")
+        raise UsageError(f"unknown format(s) {bad}; choose one or more of {FORMATS}")
     if train < 0 or val < 0:
-        raise ValueError(f"scene counts must be >= 0, got train={train}, val={val}")
+        raise UsageError(f"scene counts must be >= 0, got train={train}, val={val}")
     out = os.fspath(os.path.expanduser(out))
     start = time.perf_counter()
     for fmt in formats:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from .coco_rle import mask_bbox
 from .fashion_objects import FashionObjects
 from .textures import BACKGROUND_KINDS, hsv_to_rgb, render_background
@@ -60,23 +61,23 @@ class SceneConfig:
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
-            raise ValueError(f"canvas size must be positive, got {self.height}x{self.width}")
+            raise UsageError(f"canvas size must be positive, got {self.height}x{self.width}")
         if not 0 <= self.min_objects <= self.max_objects:
-            raise ValueError(
+            raise UsageError(
                 f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
             )
         lo, hi = self.scale
         if not 0 < lo <= hi <= 1:
-            raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 1, got {self.scale}")
+            raise UsageError(f"scale must be (min, max) with 0 < min <= max <= 1, got {self.scale}")
         if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; valid: {SPLITS}")
+            raise UsageError(f"unknown split {self.split!r}; valid: {SPLITS}")
         bad = [k for k in self.backgrounds if k not in BACKGROUND_KINDS]
         if bad or not self.backgrounds:
-            raise ValueError(
+            raise UsageError(
                 f"backgrounds must be a non-empty subset of {BACKGROUND_KINDS}, got {self.backgrounds}"
             )
         if not 0 <= self.min_visible_fraction <= 1 or self.min_visible_area < 1:
-            raise ValueError("min_visible_area must be >= 1 and min_visible_fraction in [0, 1]")
+            raise UsageError("min_visible_area must be >= 1 and min_visible_fraction in [0, 1]")
 
     def object_side_range(self) -> tuple[int, int]:
         """Smallest and largest object side in pixels."""
@@ -127,7 +128,7 @@ class Scene:
 def scene_rng(config: SceneConfig, index: int) -> np.random.Generator:
     """The random stream of scene ``index`` (independent of every other index)."""
     if index < 0:
-        raise ValueError(f"scene index must be >= 0, got {index}")
+        raise UsageError(f"scene index must be >= 0, got {index}")
     key = [int(config.seed), SPLITS.index(config.split), int(index), config.min_objects, config.max_objects]
     return np.random.default_rng(key)
 
@@ -168,7 +169,7 @@ def generate_scene(
     scenes for classification); None draws items uniformly from all of ``objects``.
     """
     if objects.split != config.split:
-        raise ValueError(
+        raise UsageError(
             f"the objects come from the {objects.split!r} split but the config says split={config.split!r}; "
             "train scenes must use train items and test scenes test items"
         )
@@ -251,9 +252,9 @@ class SceneDataset(Dataset):
         transform: Any = None,
     ):
         if mode not in self.MODES:
-            raise ValueError(f"unknown mode {mode!r}; valid: {self.MODES}")
+            raise UsageError(f"unknown mode {mode!r}; valid: {self.MODES}")
         if length < 0:
-            raise ValueError(f"length must be >= 0, got {length}")
+            raise UsageError(f"length must be >= 0, got {length}")
         self.config, self.length, self.mode, self.transform = config, int(length), mode, transform
         self.objects = objects if objects is not None else FashionObjects(config.split, root, source)
         self.classes = list(SEMANTIC_CLASSES)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from ._pillow import require_pillow
 from .errors import DatasetFormatError, DatasetNotFoundError, bad_format, not_found, require_dir
 from .functional import to_tensor
@@ -198,7 +199,7 @@ class ADE20KDataset(_PairedSegmentation):
         transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         if split not in ADE_SPLITS:
-            raise ValueError(f"unknown split {split!r}; valid: {sorted(ADE_SPLITS)}")
+            raise UsageError(f"unknown split {split!r}; valid: {sorted(ADE_SPLITS)}")
         self.root = require_dir(root, ADE_LAYOUT)
         self.split = ADE_SPLITS[split]
         pairs = pair_by_stem(

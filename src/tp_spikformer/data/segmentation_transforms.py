@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from . import functional as TF
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -34,7 +35,7 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
 
 def _check(image: torch.Tensor, label: torch.Tensor) -> None:
     if image.dim() != 3 or label.dim() != 2 or image.shape[1:] != label.shape:
-        raise ValueError(
+        raise UsageError(
             f"expected image [C, H, W] and label [H, W] of the same size, got {tuple(image.shape)} "
             f"and {tuple(label.shape)}"
         )

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
+
 BACKGROUND_KINDS = ("noise", "gradient", "stripes", "clutter")
 
 
@@ -143,13 +145,13 @@ def render_background(
     size when rendering a larger canvas to pan over. The same ``rng`` state gives the same image.
     """
     if height < 1 or width < 1:
-        raise ValueError(f"background size must be positive, got {height}x{width}")
+        raise UsageError(f"background size must be positive, got {height}x{width}")
     if kind is None:
         kind = BACKGROUND_KINDS[int(rng.integers(len(BACKGROUND_KINDS)))]
     if kind not in _RENDERERS:
-        raise ValueError(f"unknown background kind {kind!r}; valid: {BACKGROUND_KINDS} or None (random)")
+        raise UsageError(f"unknown background kind {kind!r}; valid: {BACKGROUND_KINDS} or None (random)")
     feature = float(feature_size) if feature_size is not None else float(min(height, width))
     if feature <= 0:
-        raise ValueError(f"feature_size must be positive, got {feature_size}")
+        raise UsageError(f"feature_size must be positive, got {feature_size}")
     img = _RENDERERS[kind](height, width, rng, feature)
     return np.clip(img, 0.0, 1.0).astype(np.float32)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UnknownNameError, UsageError
 from ._pillow import require_pillow
 from .aedat4 import read_aedat4, write_aedat4
 from .box_text import read_box_file, write_box_file
@@ -63,7 +64,7 @@ REPRESENTATIONS = ("counts", "gtp", "png")
 
 def _check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got '{layout}'")
+        raise UsageError(f"layout must be one of {LAYOUTS}, got '{layout}'")
     return layout
 
 
@@ -306,11 +307,11 @@ class TrackingSequence:
         ``interS`` folder). The PNG's RGB holds (trajectory, OFF, ON); ``order="pnh"`` returns
         [ON, OFF, trajectory], ``"hnp"`` the file's (= SDTrack's network) order."""
         if self.frames_dir is None:
-            raise ValueError(
+            raise UsageError(
                 f"sequence '{self.name}' has no frames_dir; pass e.g. frames_dir='inter1_stack_3008'"
             )
         if order not in GTP_ORDERS:
-            raise ValueError(f"order must be one of {GTP_ORDERS}, got '{order}'")
+            raise UsageError(f"order must be one of {GTP_ORDERS}, got '{order}'")
         Image = require_pillow()
         i = self._index(i)
         idx = i + PNG_INDEX_BASE[self.layout]
@@ -335,7 +336,7 @@ class TrackingSequence:
         online tracking loop over long sequences. GTP runs from frame 0 (state) and yields from ``start``;
         ``kwargs`` go to :class:`.event_repr.GTPEncoder` (GTP) or :meth:`png_frames` (``order``)."""
         if representation not in REPRESENTATIONS:
-            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got '{representation}'")
+            raise UsageError(f"representation must be one of {REPRESENTATIONS}, got '{representation}'")
         stop = len(self) if stop is None else min(stop, len(self))
         if representation == "png":
             for i in range(start, stop):
@@ -424,7 +425,7 @@ class TrackingDataset:
             for s in self.sequences:
                 if s.name == index:
                     return s
-            raise KeyError(f"no sequence '{index}' in {os.path.join(self.root, self.split)}")
+            raise UnknownNameError(f"no sequence '{index}' in {os.path.join(self.root, self.split)}")
         return self.sequences[index]
 
     def __iter__(self) -> Iterator[TrackingSequence]:
@@ -453,12 +454,12 @@ def write_tracking_sequence(
     ``meta``)."""
     layout = _check_layout(layout)
     if event_format not in ("npz", "aedat4"):
-        raise ValueError(f"event_format must be 'npz' or 'aedat4', got '{event_format}'")
+        raise UsageError(f"event_format must be 'npz' or 'aedat4', got '{event_format}'")
     folder = os.fspath(folder)
     boxes = np.asarray(boxes, dtype=np.float64)
     bounds = np.asarray(bounds_us, dtype=np.int64).reshape(-1)
     if bounds.size != len(boxes) + 1:
-        raise ValueError(
+        raise UsageError(
             f"need N + 1 = {len(boxes) + 1} window bounds for {len(boxes)} boxes, got {bounds.size}"
         )
     H, W = _hw(sensor_size)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .esim import EventSimulator
 from .fashion_objects import FashionObjects
 from .textures import hsv_to_rgb, render_background
@@ -77,16 +78,16 @@ class TrackingSynthConfig:
 
     def __post_init__(self):
         if self.frames < 1 or self.substeps < 1:
-            raise ValueError(f"frames and substeps must be >= 1, got {self.frames}, {self.substeps}")
+            raise UsageError(f"frames and substeps must be >= 1, got {self.frames}, {self.substeps}")
         if not 8 <= self.min_size <= self.max_size:
-            raise ValueError(f"need 8 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+            raise UsageError(f"need 8 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
         if self.max_size * self.max_scale_change + 4 > min(self.height, self.width):
-            raise ValueError(
+            raise UsageError(
                 f"max_size * max_scale_change = {self.max_size * self.max_scale_change:.0f} does not fit a "
                 f"{self.height}x{self.width} view; lower max_size or max_scale_change, or enlarge the view"
             )
         if self.fps <= 0 or self.max_distractors < 0:
-            raise ValueError(f"need fps > 0 and max_distractors >= 0, got {self.fps}, {self.max_distractors}")
+            raise UsageError(f"need fps > 0 and max_distractors >= 0, got {self.fps}, {self.max_distractors}")
 
     @property
     def frame_us(self) -> float:
@@ -97,9 +98,9 @@ class TrackingSynthConfig:
 def sequence_rng(config: TrackingSynthConfig, split: str, index: int) -> np.random.Generator:
     """The random stream of sequence ``index`` of ``split`` (independent of every other sequence)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        raise UsageError(f"split must be one of {SPLITS}, got '{split}'")
     if index < 0:
-        raise ValueError(f"sequence index must be >= 0, got {index}")
+        raise UsageError(f"sequence index must be >= 0, got {index}")
     return np.random.default_rng([int(config.seed), SPLITS.index(split), int(index), 7151])
 
 
@@ -326,7 +327,7 @@ def make_tracking_dataset(
     ``overwrite``.
     """
     if train < 0 or test < 0:
-        raise ValueError(f"sequence counts must be >= 0, got train={train}, test={test}")
+        raise UsageError(f"sequence counts must be >= 0, got train={train}, test={test}")
     cfg = TrackingSynthConfig(height=height, width=width, frames=frames, seed=seed, **config)
     out = os.fspath(os.path.expanduser(out))
     for split, n in (("train", train), ("test", test)):

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from . import functional as TF
 
 
@@ -108,7 +109,7 @@ class RandomCrop:
         h, w = TF.image_size(img)
         ch, cw = self.size
         if ch > h or cw > w:
-            raise ValueError(f"RandomCrop size {self.size} is larger than the padded image {h}x{w}")
+            raise UsageError(f"RandomCrop size {self.size} is larger than the padded image {h}x{w}")
         top = int(torch.randint(0, h - ch + 1, (1,), generator=self.generator))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=self.generator))
         return TF.crop(img, top, left, ch, cw)

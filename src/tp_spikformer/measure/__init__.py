@@ -9,41 +9,32 @@
 ``measure`` imports ``models`` and ``pruning``; neither imports ``measure``.
 """
 
-from .benchmark import BenchmarkResult, CpuLoadMeter, benchmark, default_input, environment, peak_memory
+from .benchmark import BenchmarkResult, benchmark, peak_memory
 from .conventions import ENERGY_PRESETS, EnergyConventions, energy_preset
 from .energy import compare_dense_pruned, measure_energy, measure_many
-from .flops import cross_check_flops, flop_counter_flops
-from .ops import OpCounter, OpCounts, count_ops, iter_batches
-from .report import EnergyReport, GroupRow, LayerRow, ReportComparison, build_report, compare_reports
-from .variants import dense_variant, make_neurons_fire, make_variants, pruned_variant
+from .flops import cross_check_flops
+from .ops import count_ops
+from .report import EnergyReport, ReportComparison, compare_reports
+from .variants import Variant, make_variants, variant_label
 
+# what users call; the internals (OpCounter, report rows, CPU-load meter, test helpers such as
+# variants.make_neurons_fire) stay importable from their modules
 __all__ = [
     "ENERGY_PRESETS",
     "BenchmarkResult",
-    "CpuLoadMeter",
     "EnergyConventions",
     "EnergyReport",
-    "GroupRow",
-    "LayerRow",
-    "OpCounter",
-    "OpCounts",
     "ReportComparison",
+    "Variant",
     "benchmark",
-    "build_report",
     "compare_dense_pruned",
     "compare_reports",
     "count_ops",
     "cross_check_flops",
-    "default_input",
-    "dense_variant",
     "energy_preset",
-    "environment",
-    "flop_counter_flops",
-    "iter_batches",
-    "make_neurons_fire",
     "make_variants",
     "measure_energy",
     "measure_many",
     "peak_memory",
-    "pruned_variant",
+    "variant_label",
 ]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UnknownNameError, UsageError
+from ..jsonio import dumps, write_json
 from .tensor_memory import peak_tensor_bytes
 
 try:
@@ -212,7 +213,7 @@ CPU_MEMORY_METHODS = ("tensors", "rss")
 
 def _check_cpu_memory(cpu_memory: str) -> None:
     if cpu_memory not in CPU_MEMORY_METHODS:
-        raise ValueError(f"cpu_memory must be 'tensors' or 'rss', got {cpu_memory!r}")
+        raise UsageError(f"cpu_memory must be 'tensors' or 'rss', got {cpu_memory!r}")
 
 
 def _sync(device: torch.device) -> None:
@@ -277,10 +278,14 @@ def default_input(
     model: nn.Module, batch_size: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """A random input of the model's configured size: ``randn`` images ``[B, C, H, W]``, or Poisson event
-    counts ``[B, T, C, H, W]`` for frame-only models."""
+    counts ``[B, T, C, H, W]`` for frame-only models (a variant: of its shared model)."""
+    from .variants import Variant
+
+    if isinstance(model, Variant):
+        model = model.model
     cfg = getattr(getattr(model, "config", None), "data", None)
     if cfg is None:
-        raise ValueError(
+        raise UsageError(
             f"{type(model).__name__} has no .config.data; pass input_shape=(C, H, W) or make_input=..."
         )
     c, h, w = cfg.input_size
@@ -288,7 +293,7 @@ def default_input(
         return torch.randn(batch_size, c, h, w, generator=generator)
     t = getattr(model, "T", None) or getattr(model.config, "T", None)
     if not t:
-        raise ValueError("frame-only model without T: pass input_shape=(T, C, H, W) or make_input=...")
+        raise UsageError("frame-only model without T: pass input_shape=(T, C, H, W) or make_input=...")
     return torch.poisson(torch.rand(batch_size, t, c, h, w, generator=generator) * 1.5, generator=generator)
 
 
@@ -300,10 +305,10 @@ def _as_items(variants: Any) -> list[tuple[str, nn.Module]]:
     else:
         items = [tuple(v) for v in variants]
     if not items:
-        raise ValueError("no variants to benchmark")
+        raise UsageError("no variants to benchmark")
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
-        raise ValueError(f"variant names must be unique, got {names}")
+        raise UsageError(f"variant names must be unique, got {names}")
     return [(str(n), m) for n, m in items]
 
 
@@ -349,7 +354,7 @@ class BenchmarkResult:
         for r in self.results:
             if r["variant"] == variant and r["batch_size"] == batch_size:
                 return r
-        raise KeyError(f"no result for variant {variant!r} at batch size {batch_size}")
+        raise UnknownNameError(f"no result for variant {variant!r} at batch size {batch_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -360,11 +365,10 @@ class BenchmarkResult:
         }
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
+        """Strict JSON (NaN -> null); written to ``path`` when given."""
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+            write_json(path, self.to_dict(), indent)
+        return dumps(self.to_dict(), indent)
 
     def to_markdown(self) -> str:
         env = self.environment
@@ -448,9 +452,9 @@ def benchmark(
     _check_cpu_memory(cpu_memory)  # before the timing rounds, not after them
     items = _as_items(variants)
     if warmup < 0 or repeats < 1 or number < 1:
-        raise ValueError(f"need warmup >= 0, repeats >= 1, number >= 1 (got {warmup}, {repeats}, {number})")
+        raise UsageError(f"need warmup >= 0, repeats >= 1, number >= 1 (got {warmup}, {repeats}, {number})")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
-        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes}")
+        raise UsageError(f"batch_sizes must be positive integers, got {batch_sizes}")
     first = items[0][1]
     param = next(iter(first.parameters()), None)
     if device is None:

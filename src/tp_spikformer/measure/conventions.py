@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..errors import UnknownNameError, UsageError
+
 _CHOICES = {
     "first_layer": ("auto", "mac", "ac"),
     "first_layer_repeats": ("once", "per_step"),
@@ -85,9 +87,9 @@ class EnergyConventions:
         for field_name, choices in _CHOICES.items():
             value = getattr(self, field_name)
             if value not in choices:
-                raise ValueError(f"EnergyConventions.{field_name} must be one of {choices}, got {value!r}")
+                raise UsageError(f"EnergyConventions.{field_name} must be one of {choices}, got {value!r}")
         if not (self.e_mac_pj >= 0 and self.e_ac_pj >= 0):
-            raise ValueError(
+            raise UsageError(
                 f"energies must be non-negative, got e_mac_pj={self.e_mac_pj}, e_ac_pj={self.e_ac_pj}"
             )
 
@@ -116,5 +118,5 @@ def energy_preset(name: str = "45nm_fp32", **changes: Any) -> EnergyConventions:
     try:
         e_mac, e_ac, _ = ENERGY_PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown energy preset {name!r}; choose one of {sorted(ENERGY_PRESETS)}") from None
+        raise UnknownNameError(f"unknown energy preset {name!r}; choose one of {sorted(ENERGY_PRESETS)}") from None
     return EnergyConventions(e_mac_pj=e_mac, e_ac_pj=e_ac, name=name).with_(**changes)

@@ -7,10 +7,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .conventions import EnergyConventions
 from .ops import OpCounter, _device_of, iter_batches
 from .report import EnergyReport, ReportComparison, compare_reports
-from .variants import dense_variant, pruned_variant
+from .variants import make_variants
 
 
 def measure_energy(
@@ -62,7 +63,7 @@ def measure_many(
     reports = {}
     for name, c in counters.items():
         if c.forwards == 0:
-            raise ValueError("no batch was run: inputs is empty")
+            raise UsageError("no batch was run: inputs is empty")
         reports[name] = c.counts().report(conventions, per_sample=per_sample)
     return reports
 
@@ -82,13 +83,9 @@ def compare_dense_pruned(
     """Dense copy vs TP-pruned copy of ``model`` (``apply_tp(keep=..., scorer=..., **tp_kwargs)``) on the
     same inputs: per-block and total MACs, SOPs and energy side by side with ratios pruned / dense.
     ``model`` itself is not modified."""
-    dense, pruned = dense_variant(model), pruned_variant(model, keep=keep, scorer=scorer, **tp_kwargs)
-    reports = measure_many(
-        {"dense": dense, "pruned": pruned},
-        inputs,
-        conventions,
-        T=T,
-        max_batches=max_batches,
-        per_sample=per_sample,
-    )
+    batches = list(iter_batches(inputs, max_batches))  # both variants see the same batches
+    dense, pruned = make_variants(model, [(None, None), (keep, scorer)], **tp_kwargs)
+    reports = {v.label: measure_energy(v.activate(), batches, conventions, T=T, per_sample=per_sample)
+               for v in (dense, pruned)}
+    reports = {"dense": reports[dense.label], "pruned": reports[pruned.label]}
     return compare_reports(reports["dense"], reports["pruned"], names=("dense", "pruned"))

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError
 from ..models.layers import LIF, MultiSpike, SpikeProduct
 from ..models.protocol import TokenBlock, token_blocks
 from ..pruning import get_tp_state, is_patched
@@ -458,7 +459,7 @@ class OpCounter:
         name, batch, tokens = self._block_stack.pop()
         total = kept = tokens
         st = block.__dict__.get("_tp_state")  # the block's own TP state (also when a sub-model was patched)
-        if st is not None:
+        if st is not None and st.enabled:
             rec = st.last_record(st.block_names[block._tp_index])
             if rec is not None:
                 total, kept = rec.total, rec.kept
@@ -622,7 +623,7 @@ def iter_batches(inputs: Any, max_batches: int | None = None):
         elif isinstance(batch, dict):
             batch = next((batch[k] for k in ("image", "x", "input", "inputs") if k in batch), None)
         if not isinstance(batch, torch.Tensor):
-            raise TypeError(
+            raise UsageTypeError(
                 f"batch {i} is not a tensor (got {type(batch).__name__}); pass tensors or (x, y) pairs"
             )
         yield batch
@@ -651,5 +652,5 @@ def count_ops(
     finally:
         model.train(was_training)
     if counter.forwards == 0:
-        raise ValueError("no batch was run: inputs is empty")
+        raise UsageError("no batch was run: inputs is empty")
     return counter.counts()

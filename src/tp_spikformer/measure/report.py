@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import UnknownNameError, UsageError
+from ..jsonio import dumps, write_json
 from .conventions import EnergyConventions
 from .ops import CallBucket, LayerCounts, OpCounts, OperandCounts
 
@@ -109,13 +110,13 @@ class EnergyReport:
         for g in self.groups:
             if g.group == name:
                 return g
-        raise KeyError(f"no group {name!r}; groups: {[g.group for g in self.groups]}")
+        raise UnknownNameError(f"no group {name!r}; groups: {[g.group for g in self.groups]}")
 
     def layer(self, name: str) -> LayerRow:
         for r in self.layers:
             if r.name == name:
                 return r
-        raise KeyError(f"no layer {name!r} ran")
+        raise UnknownNameError(f"no layer {name!r} ran")
 
     # -- serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -134,11 +135,10 @@ class EnergyReport:
         }
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent, default=_json_default)
+        """Strict JSON (NaN -> null); written to ``path`` when given."""
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+            write_json(path, self.to_dict(), indent)
+        return dumps(self.to_dict(), indent)
 
     def to_csv(self, path: str | None = None, level: str = "layer") -> str:
         """CSV of the ``"layer"`` rows or the ``"block"`` (group) rows, plus a ``total`` row for blocks."""
@@ -160,7 +160,7 @@ class EnergyReport:
             )
             rows.append(total)
         else:
-            raise ValueError(f"level must be 'layer' or 'block', got {level!r}")
+            raise UsageError(f"level must be 'layer' or 'block', got {level!r}")
         text = _csv(rows)
         if path is not None:
             with open(path, "w", newline="") as f:
@@ -227,7 +227,7 @@ class EnergyReport:
                 )
             )
         if level not in ("block", "layer", "both"):
-            raise ValueError(f"level must be 'block', 'layer' or 'both', got {level!r}")
+            raise UsageError(f"level must be 'block', 'layer' or 'both', got {level!r}")
         return "\n".join(parts)
 
     def __str__(self) -> str:
@@ -474,7 +474,7 @@ class ReportComparison:
         for r in self.rows:
             if r["group"] == group:
                 return r
-        raise KeyError(f"no group {group!r}")
+        raise UnknownNameError(f"no group {group!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -484,11 +484,10 @@ class ReportComparison:
         }
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent, default=_json_default)
+        """Strict JSON (NaN -> null); written to ``path`` when given."""
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+            write_json(path, self.to_dict(), indent)
+        return dumps(self.to_dict(), indent)
 
     def to_csv(self, path: str | None = None) -> str:
         text = _csv(self.rows)
@@ -543,7 +542,7 @@ def compare_reports(
 ) -> ReportComparison:
     """Side-by-side rows (per group + total) of two reports, with ratios ``second / first``."""
     if first.samples != second.samples:
-        raise ValueError(f"the reports cover different inputs ({first.samples} vs {second.samples} images)")
+        raise UsageError(f"the reports cover different inputs ({first.samples} vs {second.samples} images)")
     a, b = names
     order = [g.group for g in first.groups] + [
         g.group for g in second.groups if g.group not in {x.group for x in first.groups}
@@ -567,14 +566,6 @@ def compare_reports(
 
 
 # -- formatting helpers ------------------------------------------------------------------------------
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -1,44 +1,87 @@
-"""Model variants for side-by-side measurement: a pruned copy, a dense copy."""
+"""Variants for side-by-side measurement: named configurations of ONE shared TP-patched model copy.
+
+``make_variants(model, [(None, None), (0.5, "official"), (0.5, "random")])`` deep-copies ``model`` once,
+patches the copy, and returns one :class:`Variant` per configuration; calling a variant (or its
+``activate()``) switches the shared copy's :class:`~tp_spikformer.pruning.TPState` to it (``keep=None``:
+TP switched off, the dense model exactly). A 3 x 4 sweep holds one copy of the weights, not thirteen.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..pruning import apply_tp, remove_tp
+from ..pruning import apply_tp, get_tp_state, is_patched
+from ..pruning.schedule import parse_keep
+
+DENSE = "dense"
 
 
-def pruned_variant(
-    model: nn.Module, keep: Any = "official", scorer: str | Callable = "official", **tp_kwargs: Any
-) -> nn.Module:
-    """A deep copy of ``model`` with TP applied (``apply_tp(copy, keep=..., scorer=..., **tp_kwargs)``).
-
-    The original is untouched; if it is already patched, the copy is reconfigured.
-    """
-    variant = copy.deepcopy(model)
-    apply_tp(variant, keep=keep, scorer=scorer, **tp_kwargs)
-    return variant
+def variant_label(keep: Any, scorer: str | Callable | None) -> str:
+    """``"dense"`` for ``keep=None``, else ``"<scorer>@<keep>"``, e.g. ``"official@fraction:0.5"``."""
+    if keep is None:
+        return DENSE
+    parsed = parse_keep(keep)
+    return f"{scorer_name(scorer or 'official')}@{parsed if isinstance(parsed, str) else str(parsed)}"
 
 
-def dense_variant(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` without TP (``remove_tp`` on the copy; a plain copy if it was not patched)."""
-    variant = copy.deepcopy(model)
-    remove_tp(variant)
-    return variant
+def scorer_name(scorer: str | Callable) -> str:
+    return scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
+
+
+class Variant(nn.Module):
+    """One configuration of a shared patched model: dense (``keep=None``) or ``keep`` + ``scorer``."""
+
+    def __init__(self, model: nn.Module, keep: Any = None, scorer: str | Callable | None = None,
+                 label: str | None = None):
+        super().__init__()
+        self.model = model
+        self.keep, self.scorer = keep, (None if keep is None else scorer or "official")
+        self.label = label or variant_label(keep, self.scorer)
+
+    def activate(self) -> nn.Module:
+        """Switch the shared model to this configuration and return it."""
+        state = get_tp_state(self.model)
+        if self.keep is None:
+            state.enabled = False
+        else:
+            state.configure(enabled=True, keep=self.keep, scorer=self.scorer)
+        return self.model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.activate()(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return self.label
 
 
 def make_variants(
-    model: nn.Module, keeps: Any = (0.5,), scorer: str | Callable = "official", **tp_kwargs: Any
-) -> dict[str, nn.Module]:
-    """``{"dense": dense copy, "tp keep=<k>": pruned copy, ...}`` for each keep spec in ``keeps``."""
-    if isinstance(keeps, (str, float, int)):
-        keeps = (keeps,)
-    variants = {"dense": dense_variant(model)}
-    for keep in keeps:
-        variants[f"tp keep={keep}"] = pruned_variant(model, keep=keep, scorer=scorer, **tp_kwargs)
+    model: nn.Module,
+    configs: Sequence[tuple[Any, Any]],
+    labels: Sequence[str] | None = None,
+    copy_model: bool = True,
+    **tp_kwargs: Any,
+) -> list[Variant]:
+    """One :class:`Variant` per ``(keep, scorer)`` (``keep=None``: dense) over one patched copy of ``model``
+    (``copy_model=False`` patches ``model`` itself). ``tp_kwargs`` (window, mode, cumulative, gather_order,
+    record, ...) configure the patch once. Labels default to :func:`variant_label` and must be unique."""
+    shared = copy.deepcopy(model) if copy_model else model
+    first = next((k for k, _ in configs if k is not None), 1.0)
+    options = {k: v for k, v in tp_kwargs.items() if v is not None}
+    if is_patched(shared):
+        get_tp_state(shared).configure(**options)
+    else:
+        apply_tp(shared, keep=first, **options)
+    variants = [Variant(shared, keep, scorer, label)
+                for (keep, scorer), label in zip(configs, labels or [None] * len(configs))]
+    names = [v.label for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant labels must be unique, got {names}")
+    variants[0].activate()
     return variants
 
 

@@ -1,7 +1,14 @@
-"""Model zoo: four spiking-transformer families that load official checkpoints key for key."""
+"""Model zoo: six spiking-transformer families that load official checkpoints key for key."""
 
-from . import qkformer, sdt, sdt_v3, spikformer  # noqa: F401  (importing a family registers its configurations)
-from . import fashion_mnist  # noqa: F401  (small Fashion-MNIST configurations with shipped weights)
+from . import (  # noqa: F401  (importing a family registers its configurations)
+    fashion_mnist,  # noqa: F401  (small Fashion-MNIST configurations with shipped weights)
+    qkformer,
+    sdt,
+    sdt_v2,
+    sdt_v3,
+    spikformer,
+    spikingformer,
+)
 from ._registry import (
     DataConfig,
     ModelConfig,

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import UnknownNameError, UsageError, UsageTypeError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -66,7 +68,7 @@ class ModelConfig:
         kwargs = dict(self.kwargs)
         unknown = sorted(k for k in overrides if k not in kwargs)
         if unknown:
-            raise TypeError(
+            raise UsageTypeError(
                 f"unknown override(s) {unknown} for model '{self.name}'; valid: {sorted(kwargs)}"
             )
         kwargs.update(overrides)
@@ -80,7 +82,7 @@ _OFFICIAL_CLASSES: dict[tuple[str, str], Callable[..., nn.Module]] = {}
 def register_model(cfg: ModelConfig) -> ModelConfig:
     """Register a configuration under ``cfg.name`` (names are unique)."""
     if cfg.name in _MODELS:
-        raise ValueError(f"model name '{cfg.name}' is already registered")
+        raise UsageError(f"model name '{cfg.name}' is already registered")
     _MODELS[cfg.name] = cfg
     return cfg
 
@@ -99,7 +101,7 @@ def build_from_official_kwargs(family: str, variant: str, **kwargs: Any) -> nn.M
         cls = _OFFICIAL_CLASSES[(family, variant)]
     except KeyError:
         known = ", ".join(f"{f}/{v}" for f, v in sorted(_OFFICIAL_CLASSES))
-        raise KeyError(f"no model class for official family/variant '{family}/{variant}'; known: {known}") from None
+        raise UnknownNameError(f"no model class for official family/variant '{family}/{variant}'; known: {known}") from None
     return cls(**kwargs)
 
 
@@ -117,7 +119,7 @@ def get_model_config(name: str) -> ModelConfig:
     except KeyError:
         close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown model '{name}'.{hint} `tp-spikformer models` or list_models() shows all "
             f"{len(_MODELS)} names."
         ) from None
@@ -149,10 +151,10 @@ def create_model(
     cfg = get_model_config(name)
     if pretrained:
         if checkpoint is not None:
-            raise ValueError("pass either pretrained=True or checkpoint=..., not both")
+            raise UsageError("pass either pretrained=True or checkpoint=..., not both")
         if cfg.weights is None:
             shipped = [n for n, c in _MODELS.items() if c.weights]
-            raise ValueError(
+            raise UsageError(
                 f"no weights ship with '{name}'; pass checkpoint=<path to the official file>. "
                 f"Configurations with shipped weights: {shipped}"
             )
@@ -161,10 +163,10 @@ def create_model(
     model = cfg.builder(**kwargs)
     if features_only:
         if not hasattr(model, "as_backbone"):
-            raise ValueError(f"'{name}' has no stage features (features_only=True needs a SpikingTransformer)")
+            raise UsageError(f"'{name}' has no stage features (features_only=True needs a SpikingTransformer)")
         model.as_backbone(out_indices)
     elif out_indices is not None:
-        raise ValueError("out_indices selects backbone stage outputs: pass it with features_only=True")
+        raise UsageError("out_indices selects backbone stage outputs: pass it with features_only=True")
     model_t = getattr(model, "T", None)  # None for frame models that take T from the input
     model.config = replace(
         cfg,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError
 
 
 class SpikingTransformer(nn.Module):
@@ -42,7 +43,8 @@ class SpikingTransformer(nn.Module):
     # True when only the head follows the blocks and it pools over whatever tokens it gets (single-stage
     # models), so tokens may be removed for good ("drop" mode of the pruning patch)
     supports_token_drop: bool = False
-    # run in channels-last memory order (same results, faster stems); set False for contiguous NCHW
+    # inference in channels-last memory order (faster stems; float32 results may differ in rare spikes, see
+    # _memory_format); set False for contiguous NCHW
     channels_last: bool = True
     # NaN/Inf input check: always on CPU; on accelerators only on the first forward (a device-to-host sync)
     # unless check_inputs is True
@@ -61,14 +63,14 @@ class SpikingTransformer(nn.Module):
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Check ``x`` and bring it to the layout the stem takes: ``[T, B, C, H, W]`` or ``[B, C, H, W]``."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
+            raise UsageTypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
         expected = self._expected_layouts()
         if x.dim() == 4 and self.static_input:
             b, c, h, w = x.shape
         elif x.dim() == 5 and self.event_input:
             b, t, c, h, w = x.shape
         else:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} expects input of shape {expected}, got {list(x.shape)}"
             )
         if c != self.in_channels:
@@ -77,19 +79,20 @@ class SpikingTransformer(nn.Module):
                 hint = " (this looks like [B, C, T, H, W]; pass frames as [B, T, C, H, W])"
             elif x.dim() == 4 and x.shape[-1] == self.in_channels:
                 hint = " (this looks like channels-last [B, H, W, C]; permute to [B, C, H, W])"
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} expects {self.in_channels} input channels, got {c} in "
                 f"{list(x.shape)} (expected {expected}){hint}"
             )
         if x.dim() == 5 and self.T is not None and x.shape[1] != self.T:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} was built for T={self.T} time steps but the input has "
                 f"{x.shape[1]} frames in dim 1 of {list(x.shape)} (expected {expected}); build the model "
                 f"with create_model(..., T={x.shape[1]}) or bin the events into {self.T} frames"
             )
+        if b == 0:
+            raise UsageError(f"{type(self).__name__} got an empty batch {list(x.shape)}; pass at least one sample")
         self._check_size(h, w)
-        if not x.is_floating_point():
-            raise TypeError(f"input must be a floating-point tensor, got {x.dtype}; convert with x.float()")
+        self._check_dtype(x)
         self._check_finite(x)
         if x.dim() == 5:
             x = x.transpose(0, 1)  # [T, B, C, H, W]
@@ -97,21 +100,35 @@ class SpikingTransformer(nn.Module):
             x = x.unsqueeze(0).expand(self.T, *x.shape)  # [T, B, C, H, W]
         return self._memory_format(x)
 
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        if not x.is_floating_point():
+            raise UsageTypeError(f"input must be a floating-point tensor, got {x.dtype}; convert with x.float()")
+        param = next(self.parameters(), None)
+        if param is not None and x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise UsageTypeError(
+                f"the input is {x.dtype} but {type(self).__name__}'s weights are {param.dtype}; convert the input "
+                f"(x.to({param.dtype})) or the model (model.to({x.dtype})), or run under torch.autocast"
+            )
+
     def _check_finite(self, x: torch.Tensor) -> None:
         """NaN/Inf check without a host-device sync on the hot path (see ``check_inputs``)."""
         if x.device.type != "cpu" and not self.check_inputs and self.__dict__.get("_finite_checked", False):
             return
         if not bool(torch.isfinite(x).all()):
-            raise ValueError("input contains NaN or Inf values; clean or re-normalise the data first")
+            raise UsageError("input contains NaN or Inf values; clean or re-normalise the data first")
         self.__dict__["_finite_checked"] = True
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        """Channels innermost (NHWC strides per image) when ``channels_last``, else contiguous.
+        """Channels innermost (NHWC strides per image) when ``channels_last`` and no gradient is recorded,
+        else contiguous NCHW.
 
-        Same values, different memory order: convolutions and max-pools of the stems run 15-20 % faster
-        on CPU in NHWC (max-pool ~20x), and every op after them keeps the layout.
+        Convolutions and max-pools of the stems run 15-20 % faster on CPU in NHWC (max-pool ~20x), and every
+        op after them keeps the layout. The values are the same in float64; in float32 a convolution may round
+        differently in the last bit, and a spike threshold can turn that into a different spike. Training
+        (grad enabled) always runs NCHW: torch 2.13's CPU backward of a 1x1 stride-2 convolution on a
+        channels-last input corrupts the heap (QKFormer's shortcut convolutions crash in backward).
         """
-        if not self.channels_last:
+        if not self.channels_last or torch.is_grad_enabled():
             return x.contiguous()
         if x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
@@ -128,13 +145,17 @@ class SpikingTransformer(nn.Module):
     def _check_size(self, h: int, w: int) -> None:
         if self.fixed_input_size is not None and (h, w) != tuple(self.fixed_input_size):
             fh, fw = self.fixed_input_size
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} only accepts {fh}x{fw} inputs (its stem hard-codes the spatial "
                 f"sizes, as the official code does); got {h}x{w}. Resize the input to {fh}x{fw}."
             )
         m = self.input_multiple
+        if h < m or w < m:
+            raise UsageError(
+                f"{type(self).__name__} needs images of at least {m}x{m} pixels (sides multiples of {m}); got {h}x{w}"
+            )
         if h % m or w % m:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} needs image sides that are multiples of {m}; got {h}x{w}. "
                 f"Resize or crop to e.g. {max(m, h // m * m)}x{max(m, w // m * m)}."
             )
@@ -166,22 +187,22 @@ class SpikingTransformer(nn.Module):
             return tuple(range(n))
         if isinstance(indices, str):
             if indices not in self.feature_layouts:
-                raise ValueError(
+                raise UsageError(
                     f"unknown feature layout {indices!r} for {type(self).__name__}; named layouts: "
                     f"{sorted(self.feature_layouts) or 'none'} (or pass stage indices 0..{n - 1})"
                 )
             return tuple(self.feature_layouts[indices])
         if isinstance(indices, int) and not isinstance(indices, bool):
             if not 1 <= indices <= n:
-                raise ValueError(f"indices={indices}: this model has {n} stage outputs; take the last 1..{n}")
+                raise UsageError(f"indices={indices}: this model has {n} stage outputs; take the last 1..{n}")
             return tuple(range(n - indices, n))
         out = []
         for i in indices:
             if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-                raise ValueError(f"stage index {i!r} out of range: {type(self).__name__} has stages 0..{n - 1}")
+                raise UsageError(f"stage index {i!r} out of range: {type(self).__name__} has stages 0..{n - 1}")
             out.append(i % n)
         if not out:
-            raise ValueError("out_indices must name at least one stage")
+            raise UsageError("out_indices must name at least one stage")
         return tuple(out)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +227,7 @@ class SpikingTransformer(nn.Module):
         """
         wanted = self.resolve_indices(indices)
         if stop_early and not intermediates_only:
-            raise ValueError("stop_early=True needs intermediates_only=True (the final features need every stage)")
+            raise UsageError("stop_early=True needs intermediates_only=True (the final features need every stage)")
         last = max(wanted) if stop_early else None
         outputs: dict[int, torch.Tensor] = {}
         final = None

@@ -9,7 +9,6 @@ globals; nothing else is ever unpickled unless the caller says the file is trust
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import pathlib
@@ -20,6 +19,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..errors import MissingPathError, UsageError
+from ..jsonio import plain
+
 CONTAINER_KEYS = ("state_dict", "model", "module", "net")
 SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath]
 
@@ -27,30 +29,51 @@ SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePo
 _log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint does not fit the model; the message lists the keys and suggests a fix."""
+class CheckpointError(UsageError):
+    """A checkpoint cannot be read or does not fit the model; the message lists the keys and the fix."""
 
 
 def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
     """Read a checkpoint file on the CPU with weights-only unpickling (plus ``argparse.Namespace``).
 
-    ``trusted=True`` allows full unpickling (arbitrary code execution): only for files you made.
+    ``trusted=True`` allows full unpickling (arbitrary code execution): only for files you made. A file
+    that is empty, not a torch checkpoint or corrupt gives a :class:`CheckpointError` saying so; only a
+    readable file holding non-allow-listed objects is pointed to ``trusted=True``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if trusted:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        raise MissingPathError(f"checkpoint file not found: {path}")
+    kind = _file_kind(path)
+    if kind != "torch":
+        raise CheckpointError(f"cannot read {path}: {kind}; expected a PyTorch checkpoint (torch.save: a zip "
+                              "archive, or a legacy pickle)")
     try:
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError for unknown globals
-        unsafe = _unsafe_globals(path)
-        raise CheckpointError(
-            f"cannot read {path} with weights-only unpickling"
-            + (f": it contains the non-allow-listed global(s) {unsafe}" if unsafe else f": {err}")
-            + ". If you trust the file, pass trusted=True (CLI: --trust-checkpoint) to unpickle it fully."
-        ) from err
+    except Exception as err:  # torch raises UnpicklingError for unknown globals, RuntimeError for corruption
+        unsafe = [] if trusted else _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"cannot read {path} with weights-only unpickling: it contains the non-allow-listed global(s) "
+                f"{unsafe}. If you trust the file, pass trusted=True (CLI: --trust-checkpoint) to unpickle it fully."
+            ) from err
+        raise CheckpointError(f"cannot read {path}: the file is corrupt or truncated ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no details'})") from err
+
+
+def _file_kind(path: str) -> str:
+    """``"torch"`` for a zip archive or a pickle stream, else what the file looks like."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / legacy pickle protocol 2+
+        return "torch"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it is a text file"
+    return f"unknown file format (starts with {head[:4].hex()})"
 
 
 def _unsafe_globals(path: str) -> list[str]:
@@ -89,7 +112,15 @@ def extract_state_dict(obj: Any, use_ema: bool = False) -> "OrderedDict[str, tor
 
 
 def _is_state_dict(obj: Mapping) -> bool:
-    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    if len(obj) == 0 or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return False
+    others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others and not any(k in obj for k in CONTAINER_KEYS):
+        raise CheckpointError(
+            f"the state dict has entries that are not tensors: {others[:8]}; a state dict holds only tensors. "
+            "Remove them, or save the weights under a 'state_dict' / 'model' key beside them"
+        )
+    return not others
 
 
 def _strip_prefixes(key: str) -> str:
@@ -123,6 +154,7 @@ def load_checkpoint(
     """
     obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     state = extract_state_dict(obj, use_ema=use_ema)
+    _check_finite(state)
     state, ignored = select_backbone(model, state)
     state, dropped = drop_head_keys(model, state)
     report = compare_state_dict(model, state)
@@ -141,6 +173,14 @@ def load_checkpoint(
         if keys:
             _log.info("%s%s: %d %s: %s", type(model).__name__, _config_name(model), len(keys), what, _show(keys))
     return model
+
+
+def _check_finite(state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights with NaN or infinite values (a model would then predict garbage silently)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"the checkpoint has NaN or infinite values in {len(bad)} tensor(s): {_show(bad)}; "
+                              "it is corrupt or came from a diverged training run")
 
 
 BACKBONE_PREFIX = "backbone."
@@ -246,28 +286,30 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
 
 
 # -- writing weights --------------------------------------------------------------------------------------
+# (here, not in ``training``, so that every layer that trains something, task engines included, can use them)
+
+TMP_INFIX = ".tmp."
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file."""
+def atomic_save(obj: Any, path: str | os.PathLike) -> str:
+    """``torch.save`` to ``<path>.tmp.<pid>`` then rename: readers see the old file or the new one."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def json_plain(obj: Any) -> Any:
-    """JSON-able plain data (tuples become lists, unknown objects strings)."""
-    return json.loads(json.dumps(obj, default=str))
+    tmp = f"{path}{TMP_INFIX}{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def export_weights(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> str:
     """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
-    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage). Any model
-    of the zoo (classifier or task model) reads it back with ``create_model(name, checkpoint=path)``."""
+    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage). Any model of
+    the zoo, task models included, reads it back with ``create_model(name, checkpoint=path)``."""
     state = {
         k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
         for k, v in model.state_dict().items()
     }
-    atomic_save({"model": state, "meta": json_plain(meta or {})}, path)
-    return os.fspath(path)
+    return atomic_save({"model": state, "meta": plain(meta or {})}, path)

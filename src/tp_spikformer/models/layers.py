@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 
 class _SigmoidSurrogateSpike(torch.autograd.Function):
     """Heaviside step (``v >= 0``) forward, derivative of ``sigmoid(alpha * v)`` backward."""
@@ -44,7 +46,7 @@ class LIF(nn.Module):
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0):
         super().__init__()
         if tau <= 1.0:
-            raise ValueError(f"LIF tau must be > 1 (got {tau}); the official models use tau=2.0")
+            raise UsageError(f"LIF tau must be > 1 (got {tau}); the official models use tau=2.0")
         self.tau = float(tau)
         self.v_threshold = float(v_threshold)
         self.surrogate_alpha = float(surrogate_alpha)
@@ -119,7 +121,7 @@ def make_lif(spike_mode: str = "lif", v_threshold: float = 1.0) -> LIF:
         return LIF(tau=2.0, v_threshold=v_threshold)
     if spike_mode == "plif":
         return ParametricLIF(init_tau=2.0, v_threshold=v_threshold)
-    raise ValueError(f"unknown spike_mode {spike_mode!r}; choose 'lif' or 'plif'")
+    raise UsageError(f"unknown spike_mode {spike_mode!r}; choose 'lif' or 'plif'")
 
 
 class _RoundClampSTE(torch.autograd.Function):
@@ -171,7 +173,7 @@ class SpikeProduct(nn.Module):
     def __init__(self, kind: str = "mul"):
         super().__init__()
         if kind not in ("mul", "matmul"):
-            raise ValueError(f"SpikeProduct kind must be 'mul' or 'matmul', got {kind!r}")
+            raise UsageError(f"SpikeProduct kind must be 'mul' or 'matmul', got {kind!r}")
         self.kind = kind
 
     def extra_repr(self) -> str:

@@ -60,6 +60,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError, check_int
 from ._registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -85,7 +86,7 @@ def _lif(v_threshold: float = 1.0) -> LIF:
 
 def _check_mode(mode: str) -> str:
     if mode not in PROJ_LIF_MODES:
-        raise ValueError(
+        raise UsageError(
             f"proj_lif_mode must be 'batch_coupled' (official behaviour, needed to reproduce the published "
             f"accuracies of the official checkpoints) or 'per_sample' (LIF over T only, batch-independent); "
             f"got {mode!r}"
@@ -138,7 +139,7 @@ class _SpikingConvEmbed(nn.Module):
         feat = self.proj_res_bn(self.proj_res_conv(feat))
         feat = self.proj_res_lif(feat.unflatten(0, (t, b)))  # [T, B, C', H', W']
         if feat.shape != (t, b) + x.shape[1:]:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__}: main path {list(x.shape[1:])} and shortcut {list(feat.shape[2:])} "
                 "disagree; image sides must be multiples of the model's input_multiple"
             )
@@ -208,7 +209,7 @@ class TokenQKAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads = dim, num_heads
         for name in ("q", "k"):
             setattr(self, f"{name}_conv", nn.Conv1d(dim, dim, 1, 1, bias=False))
@@ -241,7 +242,7 @@ class SpikingSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, proj_lif_mode: str = DEFAULT_PROJ_LIF_MODE):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.scale = dim, num_heads, 0.125
         self.proj_lif_mode = proj_lif_mode
         for name in ("q", "k", "v"):
@@ -375,7 +376,7 @@ class SpikingTransformerBlock(TokenBlock):
 
 def _require_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
+        raise UsageTypeError(
             f"QKFormer expects an integer {name} (e.g. embed_dims=384, depths=10, as the official builders "
             f"pass); got {value!r}"
         )
@@ -389,10 +390,10 @@ class _QKFormerBase(SpikingTransformer):
     _stages: tuple[tuple[str, str], ...] = ()  # (patch_embed name, stage name) in forward order
 
     def _init_common(self, num_classes: int, embed_dims: int, mlp_ratios, proj_lif_mode: str) -> None:
-        self.num_classes = num_classes
+        self.num_classes = check_int("num_classes", num_classes, minimum=0)
         self.embed_dims = _require_int("embed_dims", embed_dims)
         if isinstance(mlp_ratios, (list, tuple)):
-            raise TypeError(f"QKFormer expects a scalar mlp_ratios (e.g. 4); got {mlp_ratios!r}")
+            raise UsageTypeError(f"QKFormer expects a scalar mlp_ratios (e.g. 4); got {mlp_ratios!r}")
         self._mode = _check_mode(proj_lif_mode)  # used when there is no last-stage block (small depths)
 
     def _finish(self) -> None:
@@ -481,7 +482,7 @@ class HierarchicalSpikingTransformer(_QKFormerBase):
     ):
         super().__init__()
         self._init_common(num_classes, embed_dims, mlp_ratios, proj_lif_mode)
-        self.T, self.in_channels, self.img_size = T, in_channels, (img_size_h, img_size_w)
+        self.T, self.in_channels, self.img_size = check_int("T", T, hint=" (time steps)"), in_channels, (img_size_h, img_size_w)
         self.depths, self.num_heads = _require_int("depths", depths), num_heads
         d = embed_dims
         self.patch_embed1 = PatchEmbedInit(in_channels, d // 4, "imagenet")
@@ -529,7 +530,7 @@ class CifarSpikingTransformer(_QKFormerBase):
     ):
         super().__init__()
         self._init_common(num_classes, embed_dims, mlp_ratios, proj_lif_mode)
-        self.T, self.in_channels, self.img_size = T, in_channels, (img_size_h, img_size_w)
+        self.T, self.in_channels, self.img_size = check_int("T", T, hint=" (time steps)"), in_channels, (img_size_h, img_size_w)
         self.depths = _require_int("depths", depths)
         self.num_heads = self.forced_heads  # the passed num_heads is ignored, as officially
         d, h = embed_dims, self.forced_heads

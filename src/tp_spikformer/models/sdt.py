@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError, check_int
 from ._registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -45,7 +46,7 @@ class SpikingPatchSplitting(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int, pooling_stat: str = "1111", spike_mode: str = "lif"):
         super().__init__()
         if len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
-            raise ValueError(f"pooling_stat must be four '0'/'1' characters, got {pooling_stat!r}")
+            raise UsageError(f"pooling_stat must be four '0'/'1' characters, got {pooling_stat!r}")
         self.pooling_stat = pooling_stat
         dims = [in_channels, embed_dims // 8, embed_dims // 4, embed_dims // 2, embed_dims]
         for i, suffix in enumerate(["", "1", "2", "3"]):
@@ -99,7 +100,7 @@ class SpikeDrivenSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, spike_mode: str = "lif", dvs: bool = False):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.dvs = dim, num_heads, dvs
         if dvs:
             self.pool = Erode()
@@ -244,6 +245,8 @@ class SpikeDrivenTransformer(SpikingTransformer):
         TET: bool = False,
     ):
         super().__init__()
+        check_int("T", T, hint=" (time steps)")
+        check_int("num_classes", num_classes, minimum=0)
         self.T, self.TET, self.dvs = T, TET, dvs_mode
         self.num_classes, self.in_channels, self.embed_dims = num_classes, in_channels, embed_dims
         self.img_size = (img_size_h, img_size_w)

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError, check_int
 from ._registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -138,7 +139,7 @@ class LinearSpikeAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, lamda_ratio: int = 4):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.lamda_ratio = dim, num_heads, lamda_ratio
         self.scale = (dim // num_heads) ** -0.5
         self.head_spike = MultiSpike()
@@ -261,16 +262,17 @@ class EfficientSpikeFormer(SpikingTransformer):
         super().__init__()
         embed_dim = [int(d) for d in embed_dim]
         if len(embed_dim) != 4:
-            raise ValueError(
+            raise UsageError(
                 f"embed_dim needs 4 stage widths (e.g. [64, 128, 256, 360] for the 19M model), got {embed_dim}"
             )
         if not isinstance(num_heads, int):
-            raise TypeError(f"num_heads must be one int shared by all blocks (official builders use 8), got {num_heads!r}")
+            raise UsageTypeError(f"num_heads must be one int shared by all blocks (official builders use 8), got {num_heads!r}")
         if embed_dim[0] % 2:
-            raise ValueError(f"embed_dim[0] must be even (the stem starts at embed_dim[0] // 2), got {embed_dim[0]}")
+            raise UsageError(f"embed_dim[0] must be even (the stem starts at embed_dim[0] // 2), got {embed_dim[0]}")
         for d in embed_dim[2:]:
             if d % num_heads:
-                raise ValueError(f"embed_dim {embed_dim}: {d} is not divisible by num_heads={num_heads}")
+                raise UsageError(f"embed_dim {embed_dim}: {d} is not divisible by num_heads={num_heads}")
+        check_int("num_classes", num_classes, minimum=0)
         self.num_classes, self.in_channels, self.embed_dim = num_classes, in_channels, embed_dim
         self.num_heads, self.depths, self.img_size = num_heads, depths, (img_size_h, img_size_w)
         e0, e1, e2, e3 = embed_dim
@@ -296,7 +298,7 @@ class EfficientSpikeFormer(SpikingTransformer):
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.dim() == 5:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} (SDT-V3 base) has no time axis: it takes images [B, "
                 f"{self.in_channels}, H, W], got a 5-D tensor {list(x.shape)}. Its multi-spike activations "
                 "replace time steps, so pass one image per sample (e.g. x[:, 0] or x.mean(1) for frames)."

@@ -47,6 +47,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError, check_int
 from ._registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -148,7 +149,7 @@ class SpikingSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, variant: str = "imagenet"):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+            raise UsageError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
         spec = _VARIANTS[variant]
         self.dim, self.num_heads, self.variant = dim, num_heads, variant
         self.scale = spec["scale"]
@@ -283,14 +284,15 @@ class _Spikformer(SpikingTransformer):
     ) -> None:
         for name, value in (("embed_dims", embed_dims), ("num_heads", num_heads), ("depths", depths)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise UsageError(
                     f"{type(self).__name__}: {name} must be a positive int (Spikformer has one stage), "
                     f"got {value!r}"
                 )
         if embed_dims % num_heads:
-            raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
-        if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):
-            raise ValueError(f"T must be a positive int (time steps), got {T!r}")
+            raise UsageError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+        if T is not None:
+            check_int("T", T, hint=" (time steps)")
+        check_int("num_classes", num_classes, minimum=0)
         spec = _VARIANTS[self.variant]
         self.T = T
         self.num_classes, self.in_channels, self.embed_dims = num_classes, in_channels, embed_dims
@@ -336,7 +338,7 @@ class _Spikformer(SpikingTransformer):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""
         if features.dim() != 5:
-            raise ValueError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
+            raise UsageError(f"forward_head expects features [T, B, C, H, W], got {list(features.shape)}")
         return self.head(features.flatten(3).mean(3).mean(0))  # [B, classes]
 
 
@@ -370,7 +372,7 @@ class SpikformerImageNet(_Spikformer):
     ):
         super().__init__()
         if T is None:
-            raise ValueError("SpikformerImageNet needs a time-step count T (the official forward uses 4)")
+            raise UsageError("SpikformerImageNet needs a time-step count T (the official forward uses 4)")
         self._build(
             img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size, in_channels=in_channels,
             num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
@@ -409,7 +411,7 @@ class SpikformerCifar(_Spikformer):
     ):
         super().__init__()
         if T is None:
-            raise ValueError("SpikformerCifar needs a number of time steps T (cifar10.yml uses 4)")
+            raise UsageError("SpikformerCifar needs a number of time steps T (cifar10.yml uses 4)")
         self._build(
             img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size, in_channels=in_channels,
             num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
@@ -457,7 +459,7 @@ class SpikformerCifar10DVS(_Spikformer):
             depths=depths, norm_layer=norm_layer, T=T,
         )
         if not (isinstance(self.patch_size, tuple) and len(self.patch_size) == 2):
-            raise ValueError(f"patch_size must be an int or a pair of ints (sizes pos_embed): {patch_size!r}")
+            raise UsageError(f"patch_size must be an int or a pair of ints (sizes pos_embed): {patch_size!r}")
         ph, pw = self.patch_size
         # Unused, as officially; sized from img_size / patch_size like the official num_patches.
         self.pos_embed = nn.Parameter(torch.zeros(1, (img_size_h // ph) * (img_size_w // pw), embed_dims))

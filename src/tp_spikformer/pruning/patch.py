@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError
 from ..models.protocol import TokenBlock, TPDefaults, as_carry, token_blocks
 from .scorers import ScoreContext
 from .select import gather_tokens, scatter_tokens, top_tokens
@@ -46,6 +47,8 @@ class _TPBlockMixin:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         st = self._tp_state
+        if not st.enabled:
+            return super().forward(x)
         with st.forward_pass():
             return _pruned_forward(self, st, self._tp_index, x)
 
@@ -84,7 +87,7 @@ def is_patched(model: nn.Module) -> bool:
 def get_tp_state(model: nn.Module) -> TPState:
     """The :class:`TPState` of a patched model (raises if ``apply_tp`` was not called)."""
     if not is_patched(model):
-        raise ValueError("this model is not TP-patched; call apply_tp(model, ...) first")
+        raise UsageError("this model is not TP-patched; call apply_tp(model, ...) first")
     return model._tp_state
 
 
@@ -101,6 +104,7 @@ def apply_tp(
     record: bool = _UNSET,
     seed: int = _UNSET,
     check: bool = _UNSET,
+    enabled: bool = _UNSET,
 ) -> TPState:
     """Patch ``model`` in place for TP-Spikformer token pruning and return its :class:`TPState`.
 
@@ -125,6 +129,7 @@ def apply_tp(
         seed: seed of the ``random`` scorer (re-seeded every forward, so repeated calls agree).
         check: run the host-side checks (finite scores, protected counts) on every forward, not only on the
             first forward of a configuration (they synchronise with an accelerator).
+        enabled: False switches pruning off (the dense model exactly) without forgetting the configuration.
 
     On a patched model it reconfigures atomically: the options passed are validated together against the
     model and swapped in only if all are valid (a failed call leaves the previous configuration intact);
@@ -133,7 +138,7 @@ def apply_tp(
     """
     options = {k: v for k, v in dict(keep=keep, scorer=scorer, window=window, mode=mode, cumulative=cumulative,
                                      gather_order=gather_order, protect=protect, record=record, seed=seed,
-                                     check=check).items() if v is not _UNSET}
+                                     check=check, enabled=enabled).items() if v is not _UNSET}
     if options.get("window", _UNSET) is None:
         del options["window"]  # None = keep the current / default window
     if is_patched(model):
@@ -141,20 +146,20 @@ def apply_tp(
 
     blocks = token_blocks(model)
     if not blocks:
-        raise ValueError(
+        raise UsageError(
             f"apply_tp found no transformer block in {type(model).__name__}: it patches blocks deriving from "
             "tp_spikformer.models.TokenBlock (every model from create_model(...) has them)"
         )
     refused = [(n, b.unsupported_reason or "declares supports_token_subset=False") for n, b in blocks
                if not b.supports_token_subset]
     if refused:
-        raise ValueError(
+        raise UsageError(
             "these blocks cannot run on a subset of tokens, so TP cannot be applied:\n"
             + "\n".join(f"  {n}: {why}" for n, why in refused)
         )
     taken = [n for n, b in blocks if "_tp_state" in b.__dict__]
     if taken:
-        raise ValueError(
+        raise UsageError(
             f"blocks {taken} are already patched through another module (apply_tp on a sub-model); call "
             "remove_tp on that module first, or patch each sub-model separately"
         )
@@ -222,7 +227,7 @@ def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> 
     name = st.block_names[i]
     alive, n_alive = _alive(st, (h, w), batch)
     if n_alive is not None and n_alive < k:
-        raise ValueError(
+        raise UsageError(
             f"block {name}: asked to keep {k} tokens but only {n_alive} are still running; with cumulative "
             "stopping or drop mode the keep count must not grow from block to block"
         )
@@ -307,12 +312,12 @@ def _check_protected(st: TPState, name: str, protect: torch.Tensor, k: int, aliv
     """Protected tokens must fit in the keep count (and still be alive): reads the mask on the host."""
     most = int(protect.sum(dim=1).max())
     if most > k:
-        raise ValueError(
+        raise UsageError(
             f"block {name}: {most} protected tokens but the keep schedule keeps only {k}; keep more tokens "
             "(protected tokens count toward the keep count) or protect fewer"
         )
     if alive is not None and bool((protect & ~alive).any()):
-        raise ValueError(f"block {name}: a protected token was already stopped by an earlier block "
+        raise UsageError(f"block {name}: a protected token was already stopped by an earlier block "
                          "(cumulative / drop mode); protect it from the first pruned block on")
 
 
@@ -329,12 +334,12 @@ def _score(block: TokenBlock, st: TPState, x: torch.Tensor, grid: tuple[int, int
     except (ValueError, TypeError) as err:
         raise type(err)(f"scorer {st.scorer_name!r} failed on block {st.block_names[block._tp_index]}: {err}") from err
     if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"scorer {st.scorer_name!r} returned {type(scores).__name__}; it must return a tensor [B, H*W]")
+        raise UsageTypeError(f"scorer {st.scorer_name!r} returned {type(scores).__name__}; it must return a tensor [B, H*W]")
     expected = (xs.shape[1], grid[0] * grid[1])
     if tuple(scores.shape) != expected:
-        raise ValueError(f"scorer {st.scorer_name!r} returned shape {list(scores.shape)}, expected {list(expected)}")
+        raise UsageError(f"scorer {st.scorer_name!r} returned shape {list(scores.shape)}, expected {list(expected)}")
     if st.checking and not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"scorer {st.scorer_name!r} returned NaN/Inf scores")
+        raise UsageError(f"scorer {st.scorer_name!r} returned NaN/Inf scores")
     return scores
 
 

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..errors import UsageError, UsageTypeError
+
 RULES = ("fraction", "count", "side", "side_ratio", "prune_ratio")
 _CEIL_SLACK = 1e-9
 
@@ -33,10 +35,10 @@ class KeepSchedule:
 
     def __post_init__(self):
         if self.rule not in RULES:
-            raise ValueError(f"unknown keep rule {self.rule!r}; choose one of {RULES}")
+            raise UsageError(f"unknown keep rule {self.rule!r}; choose one of {RULES}")
         if isinstance(self.values, (list, tuple)):
             if not self.values:
-                raise ValueError("a per-block keep list must not be empty")
+                raise UsageError("a per-block keep list must not be empty")
             object.__setattr__(self, "values", tuple(self.values))
         for v in self._all_values():
             _check_value(self.rule, v)
@@ -51,7 +53,7 @@ class KeepSchedule:
     def check_length(self, num_blocks: int, block_names: Sequence[str] = ()) -> None:
         if self.per_block and len(self.values) != num_blocks:
             names = f" ({', '.join(block_names)})" if block_names else ""
-            raise ValueError(
+            raise UsageError(
                 f"the keep schedule has {len(self.values)} values but the model has {num_blocks} patched "
                 f"blocks{names}; give one value per block or a single value for all"
             )
@@ -72,14 +74,14 @@ class KeepSchedule:
         elif self.rule == "side_ratio":
             side_h, side_w = int(h * v), int(w * v)
             if side_h < 1 or side_w < 1:
-                raise ValueError(
+                raise UsageError(
                     f"block {block}: side ratio {v} on a {h}x{w} grid keeps int({min(h, w)}*{v}) = 0 tokens per side"
                 )
             k = side_h * side_w
         else:  # prune_ratio
             k = math.ceil((1.0 - v) * n - _CEIL_SLACK)
         if not 1 <= k <= n:
-            raise ValueError(
+            raise UsageError(
                 f"block {block}: keep rule {self.rule}={v} asks for {k} tokens but the block has a {h}x{w} grid "
                 f"({n} tokens); choose a value that keeps between 1 and {n}"
             )
@@ -92,7 +94,7 @@ class KeepSchedule:
 
 def _check_value(rule: str, v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"keep values must be numbers, got {v!r}")
+        raise UsageTypeError(f"keep values must be numbers, got {v!r}")
     ok = {
         "fraction": 0 < v <= 1,
         "count": v >= 1 and float(v).is_integer(),
@@ -108,7 +110,7 @@ def _check_value(rule: str, v: Any) -> None:
             "side_ratio": "0 < ratio <= 1",
             "prune_ratio": "0 <= r < 1",
         }[rule]
-        raise ValueError(f"invalid {rule} value {v!r}: must be {valid}")
+        raise UsageError(f"invalid {rule} value {v!r}: must be {valid}")
 
 
 def fraction(values) -> KeepSchedule:
@@ -148,11 +150,11 @@ def parse_keep(spec: Any) -> KeepSchedule | str:
             rule, vals = "fraction", text
         rule = rule.strip()
         if rule not in RULES:
-            raise ValueError(f"unknown keep rule {rule!r} in {spec!r}; use 'official' or one of {RULES}, e.g. 'side_ratio:0.9,0.8'")
+            raise UsageError(f"unknown keep rule {rule!r} in {spec!r}; use 'official' or one of {RULES}, e.g. 'side_ratio:0.9,0.8'")
         try:
             numbers = [float(v) for v in vals.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"cannot read the numbers in keep spec {spec!r}") from None
+            raise UsageError(f"cannot read the numbers in keep spec {spec!r}") from None
         if rule in ("count", "side"):
             numbers = [int(v) if v.is_integer() else v for v in numbers]
         return KeepSchedule(rule, numbers[0] if len(numbers) == 1 else tuple(numbers))
@@ -160,7 +162,7 @@ def parse_keep(spec: Any) -> KeepSchedule | str:
         return KeepSchedule("fraction", tuple(float(v) if not isinstance(v, bool) else v for v in spec))
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return KeepSchedule("fraction", float(spec))
-    raise TypeError(
+    raise UsageTypeError(
         f"cannot use {spec!r} as a keep schedule; pass a fraction (0.5), a list of fractions, 'official', "
         "a KeepSchedule (e.g. side_ratio([0.9, 0.8])) or a string like 'side:12,12,10'"
     )

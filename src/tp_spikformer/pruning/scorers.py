@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
+
 COS_EPS = 1e-6  # nn.CosineSimilarity(eps=1e-6) in the official code
 
 
@@ -52,11 +54,16 @@ def get_scorer(name: str) -> Scorer:
     try:
         return _SCORERS[name]
     except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; choose one of {sorted(_SCORERS)}") from None
+        raise UsageError(f"unknown scorer {name!r}; choose one of {sorted(_SCORERS)}") from None
 
 
 def scorer_names() -> list[str]:
     return sorted(_SCORERS)
+
+
+def describe_scorers() -> list[tuple[str, str]]:
+    """``(name, first line of its docstring)`` for every registered scorer, sorted by name."""
+    return [(n, ((_SCORERS[n].__doc__ or "").strip().splitlines() or ["(no description)"])[0]) for n in scorer_names()]
 
 
 def _check(x: torch.Tensor) -> None:
@@ -125,7 +132,7 @@ def official_temporal(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
     """
     _check(x)
     if not ctx.has_time:
-        raise ValueError("the temporal scorer needs a time axis; this model (SDT-V3) has none")
+        raise UsageError("the temporal scorer needs a time axis; this model (SDT-V3) has none")
     return torch.softmax(official_temporal_raw(x), dim=1)
 
 
@@ -220,7 +227,7 @@ def paper_temporal(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
     """
     _check(x)
     if not ctx.has_time:
-        raise ValueError("the temporal scorer needs a time axis; this model (SDT-V3) has none")
+        raise UsageError("the temporal scorer needs a time axis; this model (SDT-V3) has none")
     # per step: mean over channels of |X_1| (t = 1) or |X_t - X_{t-1}|  -> [T, B, N]
     d = torch.stack([(x[t] - x[t - 1] if t else x[0]).abs().mean(dim=1).flatten(1) for t in range(x.shape[0])])
     return _normalise_per_step(d).mean(dim=0)

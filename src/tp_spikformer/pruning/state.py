@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ..errors import UsageError, UsageTypeError
 from ..models.protocol import TPDefaults
 from .schedule import KeepSchedule, fraction, parse_keep
 from .scorers import Scorer, get_scorer
@@ -65,7 +66,8 @@ class TPState:
     ``cumulative``, ``gather_order``, ``protect``, ``record``, ``seed``, ``check``.
     """
 
-    _CONFIG = ("keep", "scorer", "window", "mode", "cumulative", "gather_order", "protect", "record", "seed", "check")
+    _CONFIG = ("keep", "scorer", "window", "mode", "cumulative", "gather_order", "protect", "record", "seed",
+               "check", "enabled")
 
     def __init__(self, block_names: list[str], family: str | None, defaults: TPDefaults | None,
                  supports_drop: bool = False):
@@ -83,6 +85,7 @@ class TPState:
         self._record = True
         self._seed = 0
         self._check = False
+        self._enabled = True
         self._version = 0  # bumped on every configuration change: checks run on its first forward
         self._checked_version = -1
         self._depth = 0
@@ -106,7 +109,7 @@ class TPState:
         """The model's official schedule for its block count, or its documented fallback fraction."""
         d = self.defaults
         if d is None:
-            raise ValueError(
+            raise UsageError(
                 "keep='official' needs the model's TP defaults, and this model declares none (no tp_defaults "
                 "method); pass a schedule, e.g. keep=0.5 or keep=[...] with one fraction per patched block"
             )
@@ -116,7 +119,7 @@ class TPState:
             _log.info("no official %s schedule for %d patched blocks (%s): keep='official' is keep=%g in every "
                       "block", self.family, len(self.block_names), d.source, d.fallback_fraction)
             return fraction(d.fallback_fraction)
-        raise ValueError(f"the model declares no official keep schedule for {len(self.block_names)} blocks; "
+        raise UsageError(f"the model declares no official keep schedule for {len(self.block_names)} blocks; "
                          "pass keep=... (a fraction, a per-block list or a KeepSchedule)")
 
     @property
@@ -127,7 +130,7 @@ class TPState:
     def scorer(self, value: str | Callable) -> None:
         if not callable(value):
             if not isinstance(value, str):
-                raise TypeError(f"scorer must be a registered name or a callable, got {value!r}")
+                raise UsageTypeError(f"scorer must be a registered name or a callable, got {value!r}")
             get_scorer(value)  # raises with the valid names
         self._scorer = value
         self._changed()
@@ -143,7 +146,7 @@ class TPState:
     @window.setter
     def window(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_WINDOW and value % 2):
-            raise ValueError(f"window must be an odd integer from 1 to {MAX_WINDOW}, got {value!r}")
+            raise UsageError(f"window must be an odd integer from 1 to {MAX_WINDOW}, got {value!r}")
         self._window = value
         self._changed()
 
@@ -154,9 +157,9 @@ class TPState:
     @mode.setter
     def mode(self, value: str) -> None:
         if value not in MODES:
-            raise ValueError(f"unknown mode {value!r}; choose 'stop' (block-level early stopping) or 'drop'")
+            raise UsageError(f"unknown mode {value!r}; choose 'stop' (block-level early stopping) or 'drop'")
         if value == "drop" and not self.supports_drop:
-            raise ValueError(
+            raise UsageError(
                 "mode='drop' removes tokens for good, so the token grid shrinks; this model needs the full grid "
                 "after its blocks (hierarchical stages, downsampling, dense heads, or blocks with spatial parts). "
                 "Use mode='stop' (block-level early stopping), which keeps the layout."
@@ -180,7 +183,7 @@ class TPState:
     @gather_order.setter
     def gather_order(self, value: str) -> None:
         if value not in GATHER_ORDERS:
-            raise ValueError(f"unknown gather_order {value!r}; choose one of {GATHER_ORDERS}")
+            raise UsageError(f"unknown gather_order {value!r}; choose one of {GATHER_ORDERS}")
         self._gather_order = value
         self._changed()
 
@@ -194,7 +197,7 @@ class TPState:
     def protect(self, value: ProtectSpec) -> None:
         if value is not None and not callable(value):
             if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or value.dim() not in (1, 2):
-                raise TypeError(
+                raise UsageTypeError(
                     "protect must be None, a bool tensor [N] or [B, N] (True = always keep) or a callable "
                     f"(H, W) -> mask; got {type(value).__name__}"
                     + (f" of dtype {value.dtype} and shape {list(value.shape)}" if isinstance(value, torch.Tensor) else "")
@@ -217,7 +220,7 @@ class TPState:
     @seed.setter
     def seed(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"seed must be an int, got {value!r}")
+            raise UsageTypeError(f"seed must be an int, got {value!r}")
         self._seed = value
 
     @property
@@ -231,6 +234,16 @@ class TPState:
         self._check = _bool("check", value)
         self._changed()
 
+    @property
+    def enabled(self) -> bool:
+        """False: every patched block runs its own forward (the dense model, exactly, without scoring or
+        records); the configuration is kept for when it is switched back on."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = _bool("enabled", value)
+
     def configure(self, **options: Any) -> "TPState":
         """Set several options at once, all or nothing: on any error the state is left as it was.
 
@@ -238,15 +251,20 @@ class TPState:
         """
         unknown = sorted(set(options) - set(self._CONFIG))
         if unknown:
-            raise TypeError(f"unknown TP option(s) {unknown}; valid: {list(self._CONFIG)}")
+            raise UsageTypeError(f"unknown TP option(s) {unknown}; valid: {list(self._CONFIG)}")
         candidate = copy.copy(self)
         for name in sorted(options, key=lambda n: n == "keep"):
             setattr(candidate, name, options[name])
+        before = self._settings()
         for name in self._CONFIG:
             attr = f"_{name}"
             setattr(self, attr, getattr(candidate, attr))
-        self._changed()
+        if self._settings() != before:  # re-applying the same configuration keeps its checked status
+            self._changed()
         return self
+
+    def _settings(self) -> tuple:
+        return tuple(id(v) if isinstance(v, torch.Tensor) else v for v in (getattr(self, f"_{n}") for n in self._CONFIG))
 
     def _changed(self) -> None:
         self._version += 1
@@ -302,12 +320,12 @@ class TPState:
         n = grid[0] * grid[1]
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape[-1] != n or mask.dim() not in (1, 2):
             got = f"shape {list(mask.shape)}, dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(
+            raise UsageError(
                 f"state.protect gave {got} for a {grid[0]}x{grid[1]} grid; expected a bool mask [{n}] or "
                 f"[B, {n}] (a model with several grids needs a callable (H, W) -> mask or None)"
             )
         if mask.dim() == 2 and mask.shape[0] not in (1, batch):
-            raise ValueError(f"state.protect has {mask.shape[0]} rows but the batch has {batch} samples")
+            raise UsageError(f"state.protect has {mask.shape[0]} rows but the batch has {batch} samples")
         return mask.to(device).expand(batch, n)
 
     # -- what the last forward did -----------------------------------------------------------------------
@@ -342,5 +360,5 @@ class TPState:
 
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise UsageTypeError(f"{name} must be True or False, got {value!r}")
     return value

@@ -27,7 +27,8 @@ from torch import nn
 
 from ...data.event_repr import crop_around
 from ...data.tracking import TrackingSequence
-from ...models.checkpoint import atomic_save, export_weights, json_plain
+from ...jsonio import plain
+from ...models.checkpoint import atomic_save, export_weights
 from .losses import tracking_loss
 from .metrics import dataset_scores, sequence_scores, write_results_txt
 from .sampler import PairSampler, uses_png_frames
@@ -165,8 +166,8 @@ def train_tracker(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "epoch": epoch,
-                        "history": json_plain(history),
-                        "recipe": json_plain(recipe),
+                        "history": plain(history),
+                        "recipe": plain(recipe),
                     },
                     os.path.join(out_dir, CHECKPOINT_NAME),
                 )
@@ -186,7 +187,7 @@ def train_tracker(
         result["weights"] = export_weights(model, os.path.join(out_dir, WEIGHTS_NAME), meta)
         result["checkpoint"] = os.path.join(out_dir, CHECKPOINT_NAME)
         with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
-            json.dump(json_plain(result), f, indent=1)
+            json.dump(plain(result), f, indent=1)
     return result
 
 
