@@ -35,6 +35,8 @@ class TaskSpec:
     * ``backbone(model)``: the module whose throughput is reported as "backbone" (None: none).
     * ``timed_by_evaluate``: the task's own evaluation measures speed (e.g. a tracker's frames per second
       in its online loop), so the runner does not benchmark the model on ``sample_inputs``.
+    * ``load_dataset(name, *, root, split, model, limit) -> dataset`` and ``dataset_names``: the datasets
+      the command line offers for the task (``--dataset``, ``--data-root``, ``--split``).
     """
 
     name: str
@@ -43,6 +45,8 @@ class TaskSpec:
     sample_inputs: Callable[..., list[torch.Tensor]]
     backbone: Callable[[nn.Module], nn.Module | None] = default_backbone
     timed_by_evaluate: bool = False
+    load_dataset: Callable[..., Any] | None = None
+    dataset_names: Sequence[str] = ()
 
 
 _TASKS: dict[str, TaskSpec] = {}
