@@ -385,3 +385,25 @@ def test_pruned_forward_never_syncs_on_cuda(name, tiny, inputs):
             model(x)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_backbone_called_on_its_own_runs_as_one_pass(inputs):
+    class Detectorish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_tiny("sdt_tiny", features_only=True)
+
+        def forward(self, x):
+            return self.backbone(x)[-1].mean()
+
+    det = Detectorish()
+    x = inputs(det.backbone)
+    state = apply_tp(det, keep=0.5, cumulative=True)
+    with torch.no_grad():
+        det.backbone(x)  # not through the detector's forward: still one pass, cumulative across blocks
+    recs = state.records
+    assert [r.name for r in recs] == ["backbone.block.0", "backbone.block.1"]
+    assert bool((recs[1].kept_mask() <= recs[0].kept_mask()).all())
+    assert get_tp_state(det.backbone) is state
+    remove_tp(det)
+    assert type(det.backbone).__name__ == "SpikeDrivenTransformer"
