@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..errors import MissingPathError, UsageError
-from ..jsonio import plain
 
 CONTAINER_KEYS = ("state_dict", "model", "module", "net")
 SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath]
@@ -283,33 +282,3 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     if best is None or best[1] > max(10, len(have) // 4):
         return None
     return best
-
-
-# -- writing weights --------------------------------------------------------------------------------------
-# (here, not in ``training``, so that every layer that trains something, task engines included, can use them)
-
-TMP_INFIX = ".tmp."
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> str:
-    """``torch.save`` to ``<path>.tmp.<pid>`` then rename: readers see the old file or the new one."""
-    path = os.fspath(path)
-    tmp = f"{path}{TMP_INFIX}{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def export_weights(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> str:
-    """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
-    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage). Any model of
-    the zoo, task models included, reads it back with ``create_model(name, checkpoint=path)``."""
-    state = {
-        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
-        for k, v in model.state_dict().items()
-    }
-    return atomic_save({"model": state, "meta": plain(meta or {})}, path)

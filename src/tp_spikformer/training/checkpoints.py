@@ -6,14 +6,30 @@ from __future__ import annotations
 
 import glob
 import os
+from typing import Any
+
+import torch
+from torch import nn
 
 from ..errors import MissingPathError
-from ..models.checkpoint import TMP_INFIX, atomic_save, export_weights  # noqa: F401  (re-exported)
+from ..jsonio import plain
 
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "model.pt"
 METRICS_NAME = "metrics.json"
-_TMP = TMP_INFIX
+_TMP = ".tmp."
+
+
+def atomic_save(obj: Any, path: str) -> str:
+    """``torch.save`` to ``<path>.tmp.<pid>`` then rename: readers see the old file or the new one."""
+    tmp = f"{path}{_TMP}{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:
@@ -50,3 +66,13 @@ def resume_path(resume: str | None, output: str) -> str | None:
     if not os.path.isfile(resume):
         raise MissingPathError(f"--resume: no checkpoint at {resume}")
     return resume
+
+
+def export_weights(model: nn.Module, path: str, meta: dict[str, Any] | None = None) -> str:
+    """Write ``{"model": float32 state_dict, "meta": meta}`` (weights-only loadable; TP does not change the
+    state_dict). Floating tensors are saved as contiguous float32 clones (no shared storage)."""
+    state = {
+        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).clone()
+        for k, v in model.state_dict().items()
+    }
+    return atomic_save({"model": state, "meta": plain(meta or {})}, path)

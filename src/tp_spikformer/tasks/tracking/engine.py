@@ -3,7 +3,7 @@
 * :func:`train_tracker`: SDTrack's recipe (AdamW, backbone lr x 0.1, weight decay 1e-4, gradient clipping
   0.1, step decay x 0.1 at 80 % of the epochs; loss 2 GIoU + 5 L1 + 1 focal, :mod:`.losses`) on pairs
   from :class:`.sampler.PairSampler`; writes ``checkpoint.pt`` (every epoch) and ``model.pt`` (weights +
-  meta, ``export_weights``; ``create_model(name, checkpoint="model.pt")`` reads it) to ``out_dir``.
+  meta, ``training.export_weights``; ``create_model(name, checkpoint="model.pt")`` reads it) to ``out_dir``.
 * :func:`track_sequence`: SDTrack's online loop (``lib/test/tracker/SDTrack.py``): the template crop from
   the first frame around its ground-truth box, then per frame a search crop around the last box, the box at
   the score map's argmax mapped back to frame pixels and clipped (``clip_box``, margin 10). Frame 0's box is
@@ -28,14 +28,11 @@ from torch import nn
 from ...data.event_repr import crop_around
 from ...data.tracking import TrackingSequence
 from ...jsonio import plain
-from ...models.checkpoint import atomic_save, export_weights
+from ...training.checkpoints import CHECKPOINT_NAME, WEIGHTS_NAME, atomic_save, export_weights
 from .losses import tracking_loss
 from .metrics import dataset_scores, sequence_scores, write_results_txt
 from .sampler import PairSampler, uses_png_frames
 from .tracker_base import OneStreamTracker
-
-CHECKPOINT_NAME = "checkpoint.pt"
-WEIGHTS_NAME = "model.pt"
 
 
 def _check_tracker(model: nn.Module) -> OneStreamTracker:
