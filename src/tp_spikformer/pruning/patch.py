@@ -11,7 +11,8 @@ The patch swaps each block's class for a subclass (made once per class) whose ``
 3. scatters the result into the block input (or what a dense part made of it), so stopped tokens pass
    through unchanged and the layout stays intact for the next block, downsampling stages and dense heads.
 
-The patched model's class is swapped too, for one whose entry points (``forward``, ``forward_features``,
+The patched model's class is swapped too (and that of every sub-model with its own ``forward_features``,
+such as a detector's backbone), for one whose entry points (``forward``, ``forward_features``,
 ``forward_intermediates``) open a forward-pass scope (:meth:`TPState.forward_pass`): records and
 cumulative stopping belong to that pass, whichever blocks run, in whatever order, however often.
 
@@ -172,13 +173,25 @@ def apply_tp(
         block._tp_state = state
         block._tp_index = i
         block.__class__ = _tp_class(block.__class__)
+    for module in _entry_modules(model):
+        module._tp_state = state
+        module._tp_original_class = module.__class__
+        module.__class__ = _root_class(module.__class__)
     model._tp_state = state
-    if not isinstance(model, TokenBlock):
-        model._tp_original_class = model.__class__
-        model.__class__ = _root_class(model.__class__)
     _log.info("TP applied to %d blocks (%s): keep=%s scorer=%s", len(blocks), ", ".join(state.block_names),
               state.keep, state.scorer_name)
     return state
+
+
+def _entry_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose entry points open a forward-pass scope: the patched model itself and every sub-model
+    with its own entry points (a detector's or tracker's backbone), so a backbone called on its own also
+    runs as one pass."""
+    found = [] if isinstance(model, TokenBlock) else [model]
+    for m in model.modules():
+        if m is not model and not isinstance(m, TokenBlock) and hasattr(type(m), "forward_features"):
+            found.append(m)
+    return found
 
 
 def _find_defaults(model: nn.Module, num_blocks: int) -> TPDefaults | None:

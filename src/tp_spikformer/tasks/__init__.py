@@ -6,4 +6,4 @@ configurations in the model registry (``ModelConfig.task``), so ``create_model``
 ``tp_spikformer`` is imported.
 """
 
-from . import detection, segmentation  # noqa: F401  (register the detector and segmenter configurations)
+from . import detection, segmentation, tracking  # noqa: F401  (register their configurations and tasks)

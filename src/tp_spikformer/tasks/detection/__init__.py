@@ -13,6 +13,7 @@ from .losses import centerness_loss, centerness_target, giou_loss, sigmoid_focal
 from .neck import SpikeFPN
 from .preprocess import DetectionPreprocess
 from .targets import assign_fcos_targets, level_points
+from .task import SPEC as TASK
 
 __all__ = [
     "DetectionPreprocess",
@@ -20,6 +21,7 @@ __all__ = [
     "FCOSOutputs",
     "SpikeFPN",
     "SpikingDetector",
+    "TASK",
     "assign_fcos_targets",
     "batched_nms",
     "box_iou",
