@@ -427,3 +427,31 @@ def test_retention_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsys)
     assert sorted(os.listdir(tmp_path / "pred")) == sorted(rows)
     assert len(os.listdir(tmp_path / "pred" / "tp_official_0.5")) == 4
     assert out.exists() and '"rows"' in capsys.readouterr().out
+
+
+def test_segmentation_task_runs_in_the_comparison_runner(tmp_path, monkeypatch):
+    import tp_spikformer.data.scenes as scenes_module
+    from tp_spikformer.api import evaluate_variants
+    from tp_spikformer.tasks.protocol import get_task
+
+    monkeypatch.setattr(scenes_module, "FashionObjects", lambda *a, **k: sprites())
+    seg = tiny("sdt_v3_tiny_semfpn")
+    spec = get_task("segmentation")
+    data = spec.load_dataset("scenes:4", root=None, split="validation", model=seg)
+    assert len(data) == 4
+    result = evaluate_variants(
+        seg,
+        data,
+        [("dense", None, None), ("tp", 0.5, "official")],
+        task="segmentation",
+        batch_size=2,
+        energy_batches=1,
+        speed=True,
+        speed_batch_size=2,
+        speed_repeats=1,
+        out_dir=str(tmp_path),
+    )
+    rows = {r["variant"]: r for r in result.rows}
+    assert rows["dense"]["n"] == 4 and rows["dense"]["mIoU"] is not None
+    assert rows["tp"]["backbone_img_per_s"] > 0
+    assert sorted(os.listdir(tmp_path / "tp")) == [f"scene_{i:06d}.png" for i in range(4)]

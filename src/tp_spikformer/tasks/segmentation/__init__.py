@@ -9,9 +9,11 @@ from .losses import segmentation_loss
 from .metrics import SegmentationMeter, intersect_and_union
 from .models import build_semfpn, single_scale_indices
 from .semfpn import QFPN, QFPNHead, SpikingSegmenter, TimeMean, resize_logits
+from .task import SPEC as TASK
 
 __all__ = [
     "QFPN",
+    "TASK",
     "QFPNHead",
     "SegmentationMeter",
     "SpikingSegmenter",
