@@ -18,10 +18,10 @@ from tp_spikformer.models import (
     get_model_config,
     load_checkpoint,
 )
+from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.pruning import apply_tp, get_tp_state, remove_tp
 from tp_spikformer.tasks.tracking import (
     CanvasLayout,
-    PadLastScorer,
     PairSampler,
     apply_tracker_tp,
     cal_bbox,
@@ -221,21 +221,22 @@ def test_template_tokens_protected_in_every_pruned_block_and_pad_tokens_last(nam
     )
 
 
-def test_pad_last_scorer_and_protect_are_tp_options():
+def test_template_protection_and_pad_demotion_are_the_trackers_tp_defaults():
     model = tracker("sdtrack_tiny_test")
     options = model.tp_options("official")
-    assert isinstance(options["scorer"], PadLastScorer) and options["scorer"].__name__ == "official"
+    assert options["scorer"] == "official"
     assert torch.equal(options["protect"](model.layout.grid), model.layout.template_mask())
     assert options["protect"]((3, 3)) is None
-    x = torch.randn(1, 2, 8, 5, 5)  # [T, B, C, H, W] on the 5x5 fake grid
-    scores = options["scorer"](x, type("Ctx", (), {"window": 3, "has_time": False, "generator": None})())
-    pad = model.layout.pad_mask()
-    assert bool((scores[:, pad].max(1).values < scores[:, ~pad].min(1).values).all())
+    assert torch.equal(options["demote"](model.layout.grid), model.layout.pad_mask())
+    state = apply_tp(model, keep=0.5)  # plain apply_tp: the tracker's defaults protect and demote
+    assert state.protect is not None and state.demote is not None
+    assert apply_tp(model, protect=None).protect is None  # a user may prune the template too
     with pytest.raises(TypeError, match="tracker"):
         apply_tracker_tp(create_model("sdt_v3_tiny"))
 
 
 @pytest.mark.parametrize("name", TRACKERS)
+
 def test_pruned_output_has_the_dense_layout_and_keep_all_is_dense(name):
     model = tracker(name)
     z, x = crops(model)
@@ -257,13 +258,14 @@ def test_pruned_output_has_the_dense_layout_and_keep_all_is_dense(name):
 
 
 def test_time_axis_tracker_gives_the_temporal_scorer_real_change():
-    model = tracker("spikformer_track_test")
+    model = make_neurons_fire(tracker("spikformer_track_test"), seed=1)
     z, x = crops(model)
     assert z.shape[1] == model.T == 2
     state = apply_tracker_tp(model, keep=0.56, scorer="temporal")
     with torch.no_grad():
         model(z, x)
-    scores = state.records[0].scores
+    real = ~model.layout.pad_mask()
+    scores = state.records[0].scores[:, real]  # the pad tokens are demoted, not scored differently
     assert float(scores.std()) > 0  # per-token temporal change differs (a repeated image would give none)
     with pytest.raises(ValueError, match=r"T=2"):
         model(z[:, :1], x[:, :1])

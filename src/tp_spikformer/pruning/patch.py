@@ -102,6 +102,7 @@ def apply_tp(
     cumulative: bool = _UNSET,
     gather_order: str = _UNSET,
     protect: Any = _UNSET,
+    demote: Any = _UNSET,
     record: bool = _UNSET,
     seed: int = _UNSET,
     check: bool = _UNSET,
@@ -125,7 +126,9 @@ def apply_tp(
             code), or ``"auto"`` (default: score order only where a block declares ``order_sensitive``, i.e.
             QKFormer's batch-coupled compatibility mode, so the official outputs are reproduced).
         protect: tokens always kept, counting toward each block's keep count (a tracker's template): a bool
-            mask ``[N]`` / ``[B, N]`` or a callable ``(H, W) -> mask or None``.
+            mask ``[N]`` / ``[B, N]`` or a callable ``(H, W) -> mask or None`` (default: what the model
+            declares in its ``tp_defaults``, else none).
+        demote: tokens ranked after all others (a tracker's zero padding); same forms and default rule.
         record: keep each block call's kept indices and scores in ``state.records`` (default True).
         seed: seed of the ``random`` scorer (re-seeded every forward, so repeated calls agree).
         check: run the host-side checks (finite scores, protected counts) on every forward, not only on the
@@ -138,7 +141,7 @@ def apply_tp(
     cannot run on a subset of tokens.
     """
     options = {k: v for k, v in dict(keep=keep, scorer=scorer, window=window, mode=mode, cumulative=cumulative,
-                                     gather_order=gather_order, protect=protect, record=record, seed=seed,
+                                     gather_order=gather_order, protect=protect, demote=demote, record=record, seed=seed,
                                      check=check, enabled=enabled).items() if v is not _UNSET}
     if options.get("window", _UNSET) is None:
         del options["window"]  # None = keep the current / default window
@@ -258,7 +261,7 @@ def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> 
     protect = st.protect_mask((h, w), batch, x.device)
     if protect is not None and st.checking:
         _check_protected(st, name, protect, k, alive)
-    index = top_tokens(scores, k, alive, protect)  # [B, k] grid positions, best first
+    index = top_tokens(scores, k, alive, protect, st.demote_mask((h, w), batch, x.device))  # [B, k], best first
     if st.gather_order == "score" or (st.gather_order == "auto" and block.order_sensitive):
         gather_index = index
     else:

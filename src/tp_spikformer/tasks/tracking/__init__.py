@@ -34,7 +34,8 @@ from .sampler import FrameSource, PairSampler
 from .sdtrack import SDTrack, SDTrackBackbone, SDTrackBlock, sdtrack_from_official
 from .spikformer_track import SpikformerTracker
 from .tp import apply_tracker_tp
-from .tracker_base import PAPER_TRACKING_KEEP, OneStreamTracker, PadLastScorer
+from .task import SPEC as TASK
+from .tracker_base import PAPER_TRACKING_KEEP, OneStreamTracker
 
 __all__ = [
     "CENTER_THRESHOLDS",
@@ -45,7 +46,7 @@ __all__ = [
     "CenterPredictor",
     "FrameSource",
     "OneStreamTracker",
-    "PadLastScorer",
+    "TASK",
     "PairSampler",
     "SDTrack",
     "SDTrackBackbone",

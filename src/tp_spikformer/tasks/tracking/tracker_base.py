@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ...models.protocol import TPDefaults
-from ...pruning import get_scorer
 from .canvas import CanvasLayout
 
 # The TP paper's tracking setting: 56 % of the tokens kept ("close to SDTrack"; paper.md §2.5).
@@ -59,35 +58,6 @@ def synth_recipe(epochs: int, samples_per_epoch: int) -> dict[str, Any]:
             "max_interval": 200,
         },
     }
-
-
-class PadLastScorer:
-    """A scorer that ranks the fake grid's zero pad tokens below every other token.
-
-    Wraps a registered scorer name or a callable ``(x [T, B, C, H, W], ctx) -> [B, H*W]``; on the tracker's
-    fake grid the pad positions get ``min(score) - 1`` per sample (finite, so the pruning checks hold); on
-    any other grid the scores are the wrapped scorer's.
-    """
-
-    def __init__(self, scorer: str | Callable, layout: CanvasLayout):
-        self.base = get_scorer(scorer) if isinstance(scorer, str) else scorer
-        if not callable(self.base):
-            raise TypeError(f"scorer must be a registered name or a callable, got {scorer!r}")
-        self.layout = layout
-        name = scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
-        self.__name__ = name  # what TPState.scorer_name reports (the random scorer keeps its seeding)
-        self._pad = layout.pad_mask()
-
-    def __call__(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
-        scores = self.base(x, ctx)
-        if tuple(x.shape[-2:]) != self.layout.grid or not self.layout.n_pad:
-            return scores
-        pad = self._pad.to(scores.device)
-        low = scores.masked_fill(pad, float("inf")).amin(dim=1, keepdim=True) - 1.0  # [B, 1]
-        return torch.where(pad, low, scores)
-
-    def __repr__(self) -> str:
-        return f"PadLastScorer({self.__name__})"
 
 
 class OneStreamTracker(nn.Module):
@@ -147,6 +117,8 @@ class OneStreamTracker(nn.Module):
             keep_values=None,
             fallback_fraction=PAPER_TRACKING_KEEP,
             source="TP paper, tracking: 56 % of the tokens kept (no official TP tracking code)",
+            protect=self.template_protect,
+            demote=self.pad_demote,
         )
 
     def template_protect(self, grid: tuple[int, int]) -> torch.Tensor | None:
@@ -154,12 +126,20 @@ class OneStreamTracker(nn.Module):
         None on any other grid."""
         return self.layout.template_mask() if tuple(grid) == self.layout.grid else None
 
+    def pad_demote(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        """``demote`` callable of the pruning state: the zero pad tokens of the fake grid rank last."""
+        if tuple(grid) != self.layout.grid or not self.layout.n_pad:
+            return None
+        return self.layout.pad_mask()
+
     def tp_options(
         self, scorer: str | Callable = "official", *, protect_template: bool = True, pad_last: bool = True
     ) -> dict[str, Any]:
-        """``apply_tp`` keyword arguments: ``scorer`` (wrapped so the pad tokens rank last unless
-        ``pad_last=False``) and ``protect`` (the template tokens, or None with ``protect_template=False``)."""
+        """``apply_tp`` keyword arguments: ``scorer``, ``protect`` (the template tokens, or None with
+        ``protect_template=False``) and ``demote`` (the pad tokens, or None with ``pad_last=False``). The
+        tracker declares both as its defaults, so a plain ``apply_tp(tracker, ...)`` protects the template."""
         return {
-            "scorer": PadLastScorer(scorer, self.layout) if pad_last else scorer,
+            "scorer": scorer,
             "protect": self.template_protect if protect_template else None,
+            "demote": self.pad_demote if pad_last else None,
         }
