@@ -104,7 +104,7 @@ def add_task_arg(p: argparse.ArgumentParser) -> None:
                    help="what the model does; selects the metrics, the datasets and the files written per variant")
 
 
-def add_data_args(p: argparse.ArgumentParser, default: str = "shipped", batch_size: int = 64,
+def add_data_args(p: argparse.ArgumentParser, default: str | None = "shipped", batch_size: int | None = 64,
                   split: str | None = "test", limit: bool = True) -> None:
     """``split=None`` / ``limit=False`` leave those options out (training has its own)."""
     g = p.add_argument_group("data")

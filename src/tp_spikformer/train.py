@@ -24,12 +24,13 @@ def add_arguments(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     """The options of ``train`` (``finetune=True``: fine-tuning defaults: lr 1e-4, no warm-up, 1 epoch,
     the shipped weights unless ``--checkpoint`` is given)."""
     options.add_model_args(p)
+    options.add_task_arg(p)
     p.add_argument("--finetune", action="store_true", default=finetune,
                    help="fine-tuning defaults (lr 1e-4, no warm-up, 1 epoch, --pretrained if no --checkpoint)")
     p.add_argument("--unused-params", default="freeze", choices=["freeze", "find", "error"],
                    help="parameters without gradient: freeze them, let DDP find them each step, or fail")
     options.add_tp_args(p, default_keep=None, title="token pruning (applied before DDP: the pruned model is trained)")
-    options.add_data_args(p, default="fashion_mnist", batch_size=64, split=None, limit=False)
+    options.add_data_args(p, default=None, batch_size=None, split=None, limit=False)
     d = p.add_argument_group("training data")
     d.add_argument("--test-dataset", default=None, help="evaluation set if not the --dataset test split "
                    "(e.g. shipped or npz:<path>)")
@@ -40,20 +41,36 @@ def add_arguments(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     d.add_argument("--pad", type=options.non_negative_int, default=None,
                    help="random-crop zero padding (default: input side // 16)")
     d.add_argument("--hflip", type=float, default=0.5)
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=options.positive_int, default=1 if finetune else 3)
-    o.add_argument("--lr", type=options.positive_float, default=1e-4 if finetune else 2e-3, help="peak learning rate")
-    o.add_argument("--min-lr", type=float, default=1e-6 if finetune else 1e-5)
-    o.add_argument("--warmup-epochs", type=float, default=0.0 if finetune else 0.25)
-    o.add_argument("--warmup-steps", type=options.non_negative_int, default=None, help="overrides --warmup-epochs")
-    o.add_argument("--weight-decay", type=float, default=0.05)
-    o.add_argument("--label-smoothing", type=float, default=0.1)
+    o = p.add_argument_group("optimisation (defaults: the task's recipe, see --help of each task in the README)")
+    o.add_argument("--epochs", type=options.positive_int, default=None,
+                   help="classification 3 (fine-tuning 1), segmentation 5, detection 4, tracking 10")
+    o.add_argument("--lr", type=options.positive_float, default=None,
+                   help="peak learning rate: classification 2e-3 (fine-tuning 1e-4), segmentation/detection 2e-3, "
+                        "tracking 1e-3")
+    o.add_argument("--min-lr", type=float, default=None, help="classification 1e-5 (fine-tuning 1e-6), else 0")
+    o.add_argument("--warmup-epochs", type=float, default=None, help="classification 0.25 (fine-tuning 0)")
+    o.add_argument("--warmup-steps", type=options.non_negative_int, default=None,
+                   help="overrides --warmup-epochs (segmentation 200, detection 100)")
+    o.add_argument("--weight-decay", type=float, default=None,
+                   help="classification 0.05, segmentation 0.005, detection 0.05, tracking 1e-4")
+    o.add_argument("--label-smoothing", type=float, default=None, help="classification 0.1")
     o.add_argument("--clip-grad", type=options.positive_float, default=None, help="max global grad norm (default: off)")
     o.add_argument("--seed", type=options.non_negative_int, default=0)
     o.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"],
                    help="auto: bf16 (or fp16 + GradScaler) autocast on CUDA, none on the CPU")
     o.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     o.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
+    t = p.add_argument_group("segmentation, detection and tracking (--task)")
+    t.add_argument("--backbone-checkpoint", default=None,
+                   help="initialise the backbone from classification weights: a file or a shipped model's name "
+                        "(e.g. sdt_v3_fmnist; a grey stem is repeated over RGB)")
+    t.add_argument("--head-lr-mult", type=options.positive_float, default=2.0, help="segmentation: decode head lr factor")
+    t.add_argument("--backbone-lr-mult", type=options.positive_float, default=1.0, help="tracking: backbone lr factor")
+    t.add_argument("--crop-size", type=options.positive_int, default=None, help="segmentation: random crop side")
+    t.add_argument("--scale-jitter", type=options.positive_float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="detection: resize factors (default 0.75 1.25)")
+    t.add_argument("--samples-per-epoch", type=options.positive_int, default=2000,
+                   help="tracking: (template, search) pairs per epoch")
     r = p.add_argument_group("run")
     r.add_argument("--resume", default=None,
                    help="checkpoint.pt (or its folder) to resume; 'auto': <out>/checkpoint.pt if present")
@@ -78,12 +95,29 @@ def build_parser(finetune: bool = False, prog: str | None = None) -> argparse.Ar
     return p
 
 
-def finalize(args: argparse.Namespace, parser_finetune: bool, prog: str | None = None,
+CLASSIFICATION_DEFAULTS = {"epochs": 3, "batch_size": 64, "lr": 2e-3, "min_lr": 1e-5, "warmup_epochs": 0.25,
+                           "weight_decay": 0.05, "label_smoothing": 0.1, "dataset": "fashion_mnist"}
+FINETUNE_DEFAULTS = {"epochs": 1, "lr": 1e-4, "min_lr": 1e-6, "warmup_epochs": 0.0}
+TASK_COMMON_DEFAULTS = {"min_lr": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "dataset": "scenes"}
+
+
+def finalize(args: argparse.Namespace, finetune: bool, prog: str | None = None,
              argv: list[str] | None = None) -> argparse.Namespace:
-    """Fine-tuning defaults when ``--finetune`` was given to the train parser; shipped weights by default."""
-    if args.finetune and not parser_finetune and argv is not None:
-        args = build_parser(True, prog).parse_args(argv)
-    if args.finetune and not args.pretrained and not args.checkpoint:
+    """Fill the options not given with the task's recipe (fine-tuning defaults with ``finetune`` /
+    ``--finetune``); fine-tuning starts from the shipped weights unless a checkpoint is given."""
+    finetune = finetune or args.finetune
+    if args.task == "classification":
+        defaults = {**CLASSIFICATION_DEFAULTS, **(FINETUNE_DEFAULTS if finetune else {})}
+    else:
+        from .api import task_spec
+
+        spec = task_spec(args.task)
+        defaults = {**TASK_COMMON_DEFAULTS, "dataset": "synthetic" if args.task == "tracking" else "scenes",
+                    **spec.train_defaults}
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if finetune and not args.pretrained and not args.checkpoint:
         args.pretrained = True
     return args
 
@@ -96,8 +130,35 @@ def parse_args(argv: list[str] | None = None, finetune: bool = False, prog: str 
 def run_args(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run parsed arguments: the output folder is checked (and made unique) before any work."""
     args.out = options.output_dir(args.out, f"train-{args.model}")
-    run(args, argv=argv)
+    if args.task == "classification":
+        run(args, argv=argv)
+    else:
+        run_task(args, argv)
     return 0
+
+
+def run_task(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """``train --task segmentation|detection|tracking``: the task model (weights from ``--pretrained``,
+    ``--checkpoint`` or ``--backbone-checkpoint``; TP fine-tuning with ``--keep``) trained by its engine."""
+    from . import runtime
+    from .api import task_spec
+    from .models import create_model, load_checkpoint
+    from .pruning import apply_tp
+    from .tasks.training_data import init_backbone_from
+
+    spec = task_spec(args.task)
+    runtime.seed_everything(args.seed)
+    model = create_model(args.model, pretrained=args.pretrained, **options.parse_overrides(args.set))
+    if model.config.task != args.task:
+        raise options.UsageError(f"--model {args.model} is a {model.config.task} model, not a {args.task} model")
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
+    if args.backbone_checkpoint:
+        init_backbone_from(model, args.backbone_checkpoint)
+    if args.keep is not None or args.scorer is not None:
+        apply_tp(model, keep=args.keep or "official", scorer=args.scorer or "official", **options.tp_options(args))
+    args.argv = argv
+    return spec.train(model, args)
 
 
 def main(argv: list[str] | None = None, *, finetune: bool = False, prog: str | None = None) -> int:

@@ -8,7 +8,7 @@ Each task package registers one :class:`TaskSpec` (``register_task``); the API l
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,8 @@ class TaskSpec:
       in its online loop), so the runner does not benchmark the model on ``sample_inputs``.
     * ``load_dataset(name, *, root, split, model, limit) -> dataset`` and ``dataset_names``: the datasets
       the command line offers for the task (``--dataset``, ``--data-root``, ``--split``).
+    * ``train(model, args) -> metrics``: ``tp-spikformer train --task <name>`` with the parsed options;
+      ``train_defaults``: the task's recipe for the options a user did not give (epochs, batch size, ...).
     """
 
     name: str
@@ -47,6 +49,8 @@ class TaskSpec:
     timed_by_evaluate: bool = False
     load_dataset: Callable[..., Any] | None = None
     dataset_names: Sequence[str] = ()
+    train: Callable[..., dict[str, Any]] | None = None
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 _TASKS: dict[str, TaskSpec] = {}

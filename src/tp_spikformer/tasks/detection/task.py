@@ -61,5 +61,36 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     raise UsageError(f"unknown detection dataset {name!r}; choose one of {DATASETS}")
 
 
+TRAIN_DEFAULTS = {"epochs": 4, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 100}
+
+
+def train(model, args) -> dict[str, Any]:
+    """``tp-spikformer train --task detection``: AdamW, warm-up + cosine (``--min-lr``), flips (``--hflip``),
+    scale jitter (``--scale-jitter LO HI``), focal + GIoU + centerness losses; training set ``scenes[:<n>]``
+    (default 6,000 generated scenes) or a COCO-layout folder (``--dataset coco --data-root``, split train),
+    validation on ``--test-dataset`` (default: 500 scenes / the val split), scored by pycocotools."""
+    from ...data import CocoDetection
+    from ...errors import UsageError
+    from ..training_data import scene_count, training_scenes
+    from .engine import train_detection
+
+    n = scene_count(args.dataset, 6000)
+    if n is not None:
+        train_set = training_scenes(model, n, "detection", root=args.data_root)
+    elif args.dataset == "coco":
+        train_set = CocoDetection(args.data_root, "train")
+    else:
+        raise UsageError(f"unknown detection training set {args.dataset!r}; choose one of {DATASETS}")
+    val_name = args.test_dataset or ("scenes" if n is not None else "coco")
+    val_set = load_dataset(val_name, root=args.data_root, split="val", model=model)
+    return train_detection(
+        model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup=args.warmup_steps, min_lr=args.min_lr, flips=args.hflip,
+        scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None, clip_grad=args.clip_grad,
+        device=args.device or "cpu", threads=args.threads or None, seed=args.seed, out_dir=args.out,
+        resume=args.resume is not None, val_limit=args.test_limit, meta={"argv": getattr(args, "argv", None)},
+    )
+
+
 SPEC = register_task(TaskSpec("detection", evaluate, METRICS, sample_inputs, load_dataset=load_dataset,
-                              dataset_names=DATASETS))
+                              dataset_names=DATASETS, train=train, train_defaults=TRAIN_DEFAULTS))

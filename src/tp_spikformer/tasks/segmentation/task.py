@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import UsageError
 from ..protocol import TaskSpec, register_task
 from .evaluation import evaluate_segmentation
 from .inputs import sample_inputs
@@ -60,8 +61,41 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     raise UsageError(f"unknown segmentation dataset {name!r}; choose one of {DATASETS}")
 
 
+TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.005, "warmup_steps": 200}
+
+
+def train(model, args) -> dict[str, Any]:
+    """``tp-spikformer train --task segmentation``: AdamW, warm-up + poly, the decode head at 2x lr
+    (``--head-lr-mult``), flips (``--hflip``) and random crops (``--crop-size``), cross-entropy with ignore
+    index 255; training set ``scenes[:<n>]`` (default 4,000 generated scenes) or an ADE20K-layout folder
+    (``--dataset ade20k --data-root``), validation on ``--test-dataset`` (default: 500 scenes / the validation
+    split)."""
+    from ...data.segmentation import ADE20KDataset
+    from ..training_data import scene_count, training_scenes
+    from .engine import train_segmentation
+
+    n = scene_count(args.dataset, 4000)
+    if n is not None:
+        train_set = training_scenes(model, n, "segmentation", root=args.data_root)
+    elif args.dataset == "ade20k":
+        train_set = ADE20KDataset(args.data_root, "training",
+                                  reduce_zero_label=model.config.extra.get("reduce_zero_label", False))
+    else:
+        raise UsageError(f"unknown segmentation training set {args.dataset!r}; choose one of {DATASETS}")
+    val_name = args.test_dataset or ("scenes" if n is not None else "ade20k")
+    val_set = load_dataset(val_name, root=args.data_root, split="validation", model=model)
+    return train_segmentation(
+        model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_iters=args.warmup_steps, head_lr_mult=args.head_lr_mult,
+        crop_size=args.crop_size, flip=args.hflip > 0, val_limit=args.test_limit, device=args.device or "cpu",
+        threads=args.threads or None, seed=args.seed, out_dir=args.out, resume=args.resume is not None,
+        meta={"argv": getattr(args, "argv", None)},
+    )
+
+
 SPEC = register_task(
     TaskSpec(
-        "segmentation", evaluate, METRICS, sample_inputs, load_dataset=load_dataset, dataset_names=DATASETS
+        "segmentation", evaluate, METRICS, sample_inputs, load_dataset=load_dataset, dataset_names=DATASETS,
+        train=train, train_defaults=TRAIN_DEFAULTS,
     )
 )

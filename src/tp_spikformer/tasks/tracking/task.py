@@ -71,5 +71,33 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     raise UsageError(f"unknown tracking dataset {name!r}; choose one of {DATASETS}")
 
 
+TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4}
+
+
+def train(model, args) -> dict[str, Any]:
+    """``tp-spikformer train --task tracking``: AdamW (backbone at ``--backbone-lr-mult`` x lr), gradient
+    clipping (``--clip-grad``, default 0.1), lr x0.1 at 80 % of the epochs, GIoU + L1 + focal (2/5/1);
+    ``--samples-per-epoch`` (template, search) pairs per epoch from the training sequences of ``--data-root``
+    (FE108 layout: ``synthetic`` sequences written by ``tp-spikformer make-tracking``, or ``fe108`` /
+    ``visevent`` / ``felt``)."""
+    from ...data.tracking import TrackingDataset
+    from .engine import train_tracker
+
+    layout = "fe108" if args.dataset in ("synthetic", "fe108") else args.dataset
+    if layout not in ("fe108", "visevent", "felt"):
+        raise UsageError(f"unknown tracking training set {args.dataset!r}; choose synthetic, fe108, visevent or felt")
+    if args.data_root is None:
+        raise UsageError("tracking training needs --data-root: a folder with train/<sequence>/ folders "
+                         "(make one with `tp-spikformer make-tracking --out DIR`)")
+    return train_tracker(
+        model, TrackingDataset(args.data_root, layout, "train"), epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult, weight_decay=args.weight_decay,
+        grad_clip=args.clip_grad if args.clip_grad is not None else 0.1, device=args.device,
+        threads=args.threads or None, out_dir=args.out, seed=args.seed,
+    )
+
+
 SPEC = register_task(TaskSpec("tracking", evaluate, METRICS, sample_inputs, backbone=lambda model: None,
-                              timed_by_evaluate=True, load_dataset=load_dataset, dataset_names=DATASETS))
+                              timed_by_evaluate=True, load_dataset=load_dataset, dataset_names=DATASETS,
+                              train=train, train_defaults=TRAIN_DEFAULTS))

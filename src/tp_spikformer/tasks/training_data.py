@@ -1,0 +1,37 @@
+"""Training sets of the dense tasks by name, for ``tp-spikformer train --task ...``: generated scenes
+(``scenes[:<n>]``: n training scenes of the model's input size, objects from the Fashion-MNIST train split)
+or a folder in a real layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+
+
+def scene_count(name: str, default: int) -> int | None:
+    """n of ``scenes[:<n>]`` (``default`` without it); None when ``name`` is not a scene set."""
+    if name != "scenes" and not name.startswith("scenes:"):
+        return None
+    n = name.partition(":")[2]
+    if n and not (n.isdigit() and int(n) >= 1):
+        raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1, e.g. scenes:4000")
+    return int(n) if n else default
+
+
+def training_scenes(model: Any, n: int, mode: str, root: str | None = None, max_objects: int = 4):
+    """``n`` training scenes of ``model``'s input size (deterministic, seed 0), objects from the train split
+    (Fashion-MNIST IDX files under ``root`` or Debian's folder)."""
+    from ..data.scenes import SceneConfig, SceneDataset
+
+    _, h, w = model.config.data.input_size
+    return SceneDataset(SceneConfig(height=h, width=w, split="train", seed=0, max_objects=max_objects), n,
+                        mode=mode, root=root)
+
+
+def init_backbone_from(model: Any, checkpoint: Any) -> dict[str, Any]:
+    """``--backbone-checkpoint``: classification weights (a path or a shipped model's name) into
+    ``model.backbone`` (a grey classifier's stem is repeated over RGB)."""
+    from .detection.backbone_init import init_backbone
+
+    return init_backbone(model, checkpoint)
