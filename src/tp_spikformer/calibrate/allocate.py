@@ -27,11 +27,15 @@ def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]],
         raise ValueError(f"unit must be > 0, got {unit}")
     q = [[math.floor(s / unit + 1e-9) for s in row] for row in saving]  # savings in units, rounded down
     need_u = max(0, math.ceil(need / unit - 1e-9))
-    lo = sum(min(0, min(row)) for row in q)  # lowest reachable state (negative savings)
-    size = need_u - lo + 1
+    drops = [-min(0, min(row)) for row in q]  # the most each block can lower the saving (negative savings)
+    lo = -sum(drops)  # lowest reachable state
+    # states above ``cap`` are merged into it: whatever the later blocks lower, cap - their drops >= need_u, so
+    # a merged state stays feasible (the state is a lower bound of the true saving once merged)
+    cap = need_u + sum(drops)
+    size = cap - lo + 1
     f = np.full(size, np.inf)
-    f[-lo] = 0.0  # state = saved units so far, capped at need_u; index = state - lo
-    states = np.arange(lo, need_u + 1)
+    f[-lo] = 0.0  # index = state - lo
+    states = np.arange(lo, cap + 1)
     choice, source = [], []
     for b in range(len(loss)):
         new = np.full(size, np.inf)
@@ -42,22 +46,23 @@ def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]],
             cand = np.full(size, np.inf)
             cand_src = np.full(size, -1, dtype=np.int64)
             t = states + s
-            ok = finite & (t < need_u) & (t >= lo)
+            ok = finite & (t < cap) & (t >= lo)
             cand[t[ok] - lo] = f[ok] + d
             cand_src[t[ok] - lo] = states[ok]
-            capped = finite & (t >= need_u)
+            capped = finite & (t >= cap)
             if capped.any():
                 best = int(np.argmin(np.where(capped, f, np.inf)))
-                cand[need_u - lo] = f[best] + d
-                cand_src[need_u - lo] = states[best]
+                cand[cap - lo] = f[best] + d
+                cand_src[cap - lo] = states[best]
             better = cand < new
             new[better], pick[better], src[better] = cand[better], j, cand_src[better]
         f = new
         choice.append(pick)
         source.append(src)
-    if not np.isfinite(f[need_u - lo]):
+    feasible = f[need_u - lo:]
+    if not np.isfinite(feasible).any():
         return None
-    out, state = [], need_u
+    out, state = [], need_u + int(np.argmin(feasible))
     for b in range(len(loss) - 1, -1, -1):
         out.append(int(choice[b][state - lo]))
         state = int(source[b][state - lo])

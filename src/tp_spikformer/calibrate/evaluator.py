@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..measure import EnergyConventions, benchmark
 from ..measure.ops import OpCounter, count_ops
 from ..measure.variants import Variant
@@ -91,6 +92,10 @@ class Evaluator:
             if self.metric in ("macs", "sops"):
                 rep = self._count(self.metric)
                 self.dense_cost_absolute = rep.totals[self.metric]
+                if not self.dense_cost_absolute > 0:
+                    raise UsageError(f"the dense model's counted {self.metric.upper()} on the calibration images are "
+                                     f"{self.dense_cost_absolute:g} (no neuron fired?), so a budget relative to them "
+                                     "means nothing; use metric='macs' or check the model and the data")
                 self.dense_block_macs = {g.group: g.macs for g in rep.groups if g.category == "block"}
         finally:
             self.state.enabled = True
