@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import random
+import sys
 import warnings
 
 import pytest
@@ -90,8 +91,8 @@ def test_search_stays_within_its_pass_count_and_is_deterministic(tiny):
     data = data_for(model)
     a = calibrate(model, data, 0.85, seed=3, **FAST)
     b = calibrate(model, data, 0.85, seed=3, **FAST)
-    blocks, levels, width = 2, 3, 4
-    assert a.settings["passes"] <= blocks * levels + 1 * width + blocks + 6
+    blocks, levels, width, rounds = 2, 3, 4, 1
+    assert a.settings["passes"] <= blocks * levels + 2 * rounds * width + 6
     assert a.schedule == b.schedule and a.settings["calibration_indices"] == b.settings["calibration_indices"]
     assert [h["objective_value"] for h in a.history] == [h["objective_value"] for h in b.history]
     assert a.seconds > 0 and set(a.phases) >= {"profile", "allocate", "refine", "uniform"}
@@ -300,3 +301,39 @@ def test_allocation_is_the_brute_force_optimum_of_its_discretised_model():
         assert got is not None
         assert sum(loss[b][j] for b, j in enumerate(got)) == pytest.approx(best)
         assert sum(saving[b][j] for b, j in enumerate(got)) >= need - 1e-9  # within the undiscretised model
+
+
+# -- the benchmark script ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_schedule_search_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch):
+    """benchmarks/schedule_search.py on a random-weight tiny model with an official schedule (SDT-V3, 8 blocks):
+    calibrated, uniform and official rows for both metrics, held-out images from another seed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "schedule_search.py"
+    spec = importlib.util.spec_from_file_location("schedule_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "schedule_search", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = tmp_path / "search.json"
+    assert bench.main(["--models", "sdt_v3_tiny", "--fire", "--budgets", "0.95", "--levels", "0.25",
+                       "--refine-rounds", "0", "--calibration-size", "8", "--batch-size", "8", "--limit", "8",
+                       "--cost-images", "8", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["models"]["sdt_v3_tiny"]
+    assert result["bed"] == "synthetic" and result["n_held_out"] == 8
+    assert result["official"]["keep"].startswith("side_ratio:0.9,0.8")
+    for metric in ("macs", "sops"):
+        row = result["metrics"][metric]["budgets"]["0.95"]
+        assert row["calibrated"][f"{metric}_calibration"] <= 0.95
+        assert row["uniform"][f"{metric}_calibration"] <= 0.95
+        assert row["calibrated"]["search_seconds"] > 0
+        lo, hi = row["calibrated_minus_uniform"]["ci95"]
+        assert lo <= row["calibrated_minus_uniform"]["mean"] <= hi
+        at = result["metrics"][metric]["at_official_cost"]
+        assert at["budget"] == pytest.approx(result["official"][f"{metric}_calibration"])
+        assert at["calibrated"][f"{metric}_calibration"] <= at["budget"]
+        assert at["uniform"][f"{metric}_calibration"] <= at["budget"]
+    assert "_scores" not in json.dumps(result)

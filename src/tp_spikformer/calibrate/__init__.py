@@ -34,12 +34,15 @@ Strategy (sensitivity profiling + exact knapsack allocation + joint refinement):
 6. **Refine.** Interactions between blocks are not additive: a few rounds of joint evaluations of
    neighbouring schedules (one block one level up, paid by another block going down; or one up when the
    slack allows), best predicted first, ``refine_width`` per round; the best real improvement is taken.
+   Then the slack the coarse levels leave is spent (MACs, SOPs): per block the largest token count
+   between levels that still fits, the best predicted ``refine_width`` evaluated jointly, the best taken
+   if it is no worse (``refine_rounds`` rounds at most).
 7. **Baseline.** The uniform keep fraction of the same budget (the largest that fits, by bisection over
    the fractions that change a count) is evaluated too; the result reports both (``result.uniform``,
    ``result.search_gain``), and if uniform is better on the calibration images it is what is returned.
 8. With several ``scorers`` steps 3-7 run for each and the best schedule wins.
 
-Cost: about ``(blocks x levels + refine_rounds x refine_width + ~4)`` passes over the calibration images
+Cost: at most ``blocks x levels + 2 x refine_rounds x refine_width + ~6`` passes over the calibration images
 (SOPs: each pass about twice as long, with the counter). Shipped Fashion-MNIST models, 256 images, one CPU
 thread: about a minute; ImageNet-size models: a few hundred images on a GPU make it minutes, and the MAC
 cost model needs no extra passes. Everything is deterministic given ``seed`` (the subset, the ``random``

@@ -226,8 +226,8 @@ class _Search:
         return [math.ceil(v * g[0] * g[1] - 1e-9) if g else None for v, g in zip(values, self.grids)]
 
     def saving_at(self, b: int, k: int, saving: Sequence[Sequence[float]]) -> float:
-        """Model saving of block ``b`` keeping ``k`` tokens: linear between the profiled levels (for MACs,
-        convex in ``k``, this underestimates the saving: conservative)."""
+        """Model saving (or, given the loss table, loss) of block ``b`` keeping ``k`` tokens: linear between
+        the profiled levels (for MACs, convex in ``k``, this underestimates the saving: conservative)."""
         pts = [(cnt, saving[b][j]) for j, (_, cnt) in enumerate(self.options[b])]  # counts descending
         for (k_hi, s_hi), (k_lo, s_lo) in itertools.pairwise(pts):
             if k_lo <= k <= k_hi:
@@ -348,7 +348,7 @@ class _Search:
                                   "budget; the allocated schedule is kept")
                 refined, e_ref = choice, e
         if metric != "latency":
-            e_ref = self._fill(scorer, e_ref, saving, self.model_need)
+            e_ref = self._fill(scorer, e_ref, saving, loss, self.model_need)
         self._timed("refine", t0)
         # 5. the uniform schedule of the same budget
         t0 = time.perf_counter()
@@ -421,22 +421,27 @@ class _Search:
             current, cur = best_move, best_e
         return current, cur
 
-    def _fill(self, scorer: str, e: Evaluation, saving, need: float) -> Evaluation:
+    def _fill(self, scorer: str, e: Evaluation, saving, loss, need: float) -> Evaluation:
         """Spend the slack the levels leave: per block, the largest token count (between levels) that fits
-        the budget; evaluated jointly, the best is taken if it is no worse; repeated while one is taken."""
+        the budget in the cost model; the ``refine_width`` best predicted are evaluated jointly (real cost),
+        the best is taken if it is no worse; ``refine_rounds`` rounds at most."""
         ev, metric = self.ev, self.ev.metric
         cur = e
-        for r in range(len(self.active)):
+        for r in range(self.refine_rounds):
             kept = self.kept_of(cur.values)
             total = sum(self.saving_at(b, kept[b], saving) for b in self.active)
-            best = None
+            proposals = []
             for b in self.active:
                 g = self.grids[b]
                 n = g[0] * g[1]
                 base = total - self.saving_at(b, kept[b], saving)
                 k = next((k for k in range(n, kept[b], -1) if base + self.saving_at(b, k, saving) >= need - 1e-9), None)
-                if k is None:
-                    continue
+                if k is not None:
+                    gain = self.saving_at(b, k, loss) - self.saving_at(b, kept[b], loss)  # interpolated loss change
+                    proposals.append((gain, b, k))
+            best = None
+            for _, b, k in sorted(proposals)[: self.width]:
+                n = self.grids[b][0] * self.grids[b][1]
                 vals = list(cur.values)
                 vals[b] = k / n
                 while metric == "macs" and k > kept[b] and not self.within(ev.cost(tuple(vals))[0]):
