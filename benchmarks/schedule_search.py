@@ -79,29 +79,42 @@ BEDS: dict[str, Bed] = {
     # calibration from the training split, evaluation on the test split: disjoint by construction
     "fashion_mnist": Bed(
         calibration=lambda m, a: load_dataset("fashion_mnist", split="train", root=a.data_root, data_cfg=m),
-        held_out=lambda m, a: load_dataset("fashion_mnist", split="test", root=a.data_root, data_cfg=m, limit=a.limit),
+        held_out=lambda m, a: load_dataset(
+            "fashion_mnist", split="test", root=a.data_root, data_cfg=m, limit=a.limit
+        ),
     ),
     # the shipped 2,000-image test slice, offline: calibrate on its first half, evaluate on its second half
     "shipped": Bed(
         calibration=lambda m, a: load_dataset("shipped", data_cfg=m).subset(slice(0, 1000)),
-        held_out=lambda m, a: load_dataset("shipped", data_cfg=m).subset(slice(1000, 1000 + (a.limit or 1000))),
+        held_out=lambda m, a: load_dataset("shipped", data_cfg=m).subset(
+            slice(1000, 1000 + (a.limit or 1000))
+        ),
     ),
     # smoke tests: two synthetic sets drawn with different seeds
     "synthetic": Bed(
-        calibration=lambda m, a: synthetic_dataset(256, m.config.data.input_size[1], m.config.data.input_size[0], seed=0),
-        held_out=lambda m, a: synthetic_dataset(a.limit or 128, m.config.data.input_size[1],
-                                                m.config.data.input_size[0], seed=1),
+        calibration=lambda m, a: synthetic_dataset(
+            256, m.config.data.input_size[1], m.config.data.input_size[0], seed=0
+        ),
+        held_out=lambda m, a: synthetic_dataset(
+            a.limit or 128, m.config.data.input_size[1], m.config.data.input_size[0], seed=1
+        ),
     ),
 }
-MODEL_BEDS = {"spikformer_fmnist": "fashion_mnist", "sdt_fmnist": "fashion_mnist", "qkformer_fmnist": "fashion_mnist",
-              "sdt_v3_fmnist": "fashion_mnist"}
+MODEL_BEDS = {
+    "spikformer_fmnist": "fashion_mnist",
+    "sdt_fmnist": "fashion_mnist",
+    "qkformer_fmnist": "fashion_mnist",
+    "sdt_v3_fmnist": "fashion_mnist",
+}
 
 
 def bed_of(spec: str) -> tuple[str, str]:
     name, _, bed = spec.partition(":")
     bed = bed or MODEL_BEDS.get(name) or ("synthetic" if name.endswith("_tiny") else "")
     if bed not in BEDS:
-        raise UsageError(f"model {name}: no test bed {bed!r}; give one as {name}:<bed> with <bed> in {sorted(BEDS)}")
+        raise UsageError(
+            f"model {name}: no test bed {bed!r}; give one as {name}:<bed> with <bed> in {sorted(BEDS)}"
+        )
     return name, bed
 
 
@@ -116,7 +129,10 @@ def _batches(data, batch_size: int):
     n = len(data)
     if hasattr(data, "get_batch") and hasattr(data, "targets"):
         for s in range(0, n, batch_size):
-            yield data.get_batch(slice(s, min(n, s + batch_size))), torch.as_tensor(data.targets[s:s + batch_size])
+            yield (
+                data.get_batch(slice(s, min(n, s + batch_size))),
+                torch.as_tensor(data.targets[s : s + batch_size]),
+            )
         return
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     for x, y, *_ in loader:
@@ -137,7 +153,10 @@ def _official(state) -> tuple[KeepSchedule | None, str]:
     """The family's official schedule for this depth, or None and why not."""
     d = state.defaults
     if d is None or d.keep_rule is None or d.keep_values is None:
-        return None, f"n/a: no official schedule for {len(state.block_names)} blocks ({getattr(d, 'source', '')})"
+        return (
+            None,
+            f"n/a: no official schedule for {len(state.block_names)} blocks ({getattr(d, 'source', '')})",
+        )
     if d.source.startswith("ours"):
         return None, f"n/a: {d.source}"
     vals = tuple(d.keep_values)
@@ -178,7 +197,9 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     state = apply_tp(shared, keep=1.0, scorer=args.scorer, seed=args.seed)
     cal = calibration_set(calib_data, args.calibration_size, args.batch_size, args.seed)
     cal_inputs = cal.inputs()
-    held_inputs = [x for x, _ in _batches(held, args.batch_size)][: max(1, args.cost_images // args.batch_size)]
+    held_inputs = [x for x, _ in _batches(held, args.batch_size)][
+        : max(1, args.cost_images // args.batch_size)
+    ]
 
     def evaluate(keep) -> dict[str, Any]:
         if keep is None:
@@ -187,47 +208,89 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             state.configure(enabled=True, keep=keep, scorer=args.scorer)
         scores = bed.scores(shared, held, args.batch_size)
         state.enabled = True
-        entry = {"keep": None if keep is None else str(keep), bed.score_name: 100.0 * float(scores.mean()),
-                 "_scores": scores}
+        entry = {
+            "keep": None if keep is None else str(keep),
+            bed.score_name: 100.0 * float(scores.mean()),
+            "_scores": scores,
+        }
         for metric in args.metrics:
             dense_cal, dense_held = dense_cost[metric]
             entry[f"{metric}_calibration"] = _counted(shared, cal_inputs, metric, keep) / dense_cal
             # MACs depend on the kept counts, not on the pixels: the same on any image of this size
-            entry[f"{metric}_held_out"] = (entry[f"{metric}_calibration"] if metric == "macs" else
-                                           _counted(shared, held_inputs, metric, keep) / dense_held)
+            entry[f"{metric}_held_out"] = (
+                entry[f"{metric}_calibration"]
+                if metric == "macs"
+                else _counted(shared, held_inputs, metric, keep) / dense_held
+            )
         return entry
 
-    dense_cost = {m: (_counted(shared, cal_inputs, m, None),
-                      None if m == "macs" else _counted(shared, held_inputs, m, None)) for m in args.metrics}
+    dense_cost = {
+        m: (
+            _counted(shared, cal_inputs, m, None),
+            None if m == "macs" else _counted(shared, held_inputs, m, None),
+        )
+        for m in args.metrics
+    }
     t0 = time.time()
     dense = evaluate(None)
     official, official_source = _official(state)
     result: dict[str, Any] = {
-        "bed": bed_name, "family": model.config.family, "blocks": list(state.block_names),
-        "n_calibration": cal.size, "n_held_out": len(held), "objective": bed.objective, "scorer": args.scorer,
-        "dense": dense, "official_source": official_source,
-        "official": evaluate(official) if official is not None else official_source, "metrics": {},
+        "bed": bed_name,
+        "family": model.config.family,
+        "blocks": list(state.block_names),
+        "n_calibration": cal.size,
+        "n_held_out": len(held),
+        "objective": bed.objective,
+        "scorer": args.scorer,
+        "dense": dense,
+        "official_source": official_source,
+        "official": evaluate(official) if official is not None else official_source,
+        "metrics": {},
     }
 
     def search(metric: str, budget: float) -> dict[str, Any]:
         """Calibrated and uniform at ``budget``, evaluated on held-out images."""
         try:
-            cal_result = tp.calibrate(model, calib_data, budget, metric=metric, objective=bed.objective,
-                                      scorers=args.scorer, calibration_size=args.calibration_size,
-                                      batch_size=args.batch_size, seed=args.seed, levels=args.levels,
-                                      refine_rounds=args.refine_rounds, verbose=False)
+            cal_result = tp.calibrate(
+                model,
+                calib_data,
+                budget,
+                metric=metric,
+                objective=bed.objective,
+                scorers=args.scorer,
+                calibration_size=args.calibration_size,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                levels=args.levels,
+                refine_rounds=args.refine_rounds,
+                verbose=False,
+            )
         except UsageError as err:  # e.g. a budget below the minimum reachable cost
             return {"budget": budget, "unreachable": str(err)}
         calibrated = evaluate(cal_result.schedule)
         uniform = evaluate(cal_result.uniform["fraction"])
-        calibrated.update(search_seconds=round(cal_result.seconds, 2), calibration_passes=cal_result.settings["passes"],
-                          calibration_report=cal_result.objective_report, chosen=cal_result.chosen)
-        uniform.update(fraction=cal_result.uniform["fraction"], calibration_report=cal_result.uniform["report"])
-        out = {"budget": budget, "calibrated": calibrated, "uniform": uniform,
-               "calibrated_minus_uniform": _bootstrap_diff(calibrated["_scores"], uniform["_scores"], args.seed)}
-        print(f"[schedule_search] {name} {metric}@{budget:.4g}: calibrated {calibrated[bed.score_name]:.2f} "
-              f"({calibrated['keep']}, {cal_result.seconds:.1f} s) vs uniform {uniform[bed.score_name]:.2f} "
-              f"({uniform['keep']})", file=sys.stderr, flush=True)
+        calibrated.update(
+            search_seconds=round(cal_result.seconds, 2),
+            calibration_passes=cal_result.settings["passes"],
+            calibration_report=cal_result.objective_report,
+            chosen=cal_result.chosen,
+        )
+        uniform.update(
+            fraction=cal_result.uniform["fraction"], calibration_report=cal_result.uniform["report"]
+        )
+        out = {
+            "budget": budget,
+            "calibrated": calibrated,
+            "uniform": uniform,
+            "calibrated_minus_uniform": _bootstrap_diff(calibrated["_scores"], uniform["_scores"], args.seed),
+        }
+        print(
+            f"[schedule_search] {name} {metric}@{budget:.4g}: calibrated {calibrated[bed.score_name]:.2f} "
+            f"({calibrated['keep']}, {cal_result.seconds:.1f} s) vs uniform {uniform[bed.score_name]:.2f} "
+            f"({uniform['keep']})",
+            file=sys.stderr,
+            flush=True,
+        )
         return out
 
     for metric in args.metrics:
@@ -237,10 +300,12 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             at = search(metric, cost)
             if "calibrated" in at:
                 at["official"] = {k: v for k, v in result["official"].items()}
-                at["official_minus_uniform"] = _bootstrap_diff(result["official"]["_scores"], at["uniform"]["_scores"],
-                                                               args.seed)
-                at["calibrated_minus_official"] = _bootstrap_diff(at["calibrated"]["_scores"],
-                                                                  result["official"]["_scores"], args.seed)
+                at["official_minus_uniform"] = _bootstrap_diff(
+                    result["official"]["_scores"], at["uniform"]["_scores"], args.seed
+                )
+                at["calibrated_minus_official"] = _bootstrap_diff(
+                    at["calibrated"]["_scores"], result["official"]["_scores"], args.seed
+                )
             entry["at_official_cost"] = at
         else:
             entry["at_official_cost"] = official_source
@@ -277,8 +342,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {"benchmark": "schedule_search", "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "settings": {k: v for k, v in vars(args).items() if k not in ("models", "out")}, "models": {}}
+    results = {
+        "benchmark": "schedule_search",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("models", "out")},
+        "models": {},
+    }
     for spec in args.models:
         results["models"][spec] = run_model(spec, args)
     text = dumps(results)

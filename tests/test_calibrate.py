@@ -21,8 +21,13 @@ from tp_spikformer.errors import MissingPathError, UsageError, UsageTypeError
 from tp_spikformer.measure import measure_energy
 from tp_spikformer.pruning import KeepSchedule, apply_tp, get_tp_state, parse_keep
 
-FAST = {"calibration_size": 24, "batch_size": 12, "levels": (0.75, 0.5, 0.25), "refine_rounds": 1,
-        "verbose": False}
+FAST = {
+    "calibration_size": 24,
+    "batch_size": 12,
+    "levels": (0.75, 0.5, 0.25),
+    "refine_rounds": 1,
+    "verbose": False,
+}
 
 
 def data_for(model, n=48):
@@ -34,7 +39,7 @@ def calibration_inputs(result, data):
     """The calibration images ``calibrate`` used, batched as it batched them."""
     idx = result.settings["calibration_indices"]
     bs = result.settings["batch_size"]
-    return [data.get_batch(torch.tensor(idx[i:i + bs])) for i in range(0, len(idx), bs)]
+    return [data.get_batch(torch.tensor(idx[i : i + bs])) for i in range(0, len(idx), bs)]
 
 
 def path_text(path):
@@ -86,7 +91,8 @@ def test_uniform_baseline_is_the_largest_uniform_keep_within_the_budget(tiny):
 
 
 def test_search_stays_within_its_pass_count_and_is_deterministic(tiny):
-    """A bounded number of calibration passes (blocks x levels + refinement + a few), the same result twice."""
+    """A bounded number of calibration passes (blocks x levels + refinement + a few), the same result
+    twice."""
     model = tiny("sdt_tiny")
     data = data_for(model)
     a = calibrate(model, data, 0.85, seed=3, **FAST)
@@ -101,6 +107,7 @@ def test_search_stays_within_its_pass_count_and_is_deterministic(tiny):
 def test_latency_budget_follows_the_measurement(tiny, monkeypatch):
     """The latency path (MAC proxy, correction by measurement) with a deterministic stand-in for the clock:
     latency ratio = 0.2 + 0.8 x MAC ratio."""
+
     def fake_latency(self, values, scorer, repeats=None):
         self._configure(tuple(values))
         pruned = self._count("macs").totals["macs"]
@@ -179,7 +186,9 @@ def test_parse_keep_reads_schedule_files_and_reports_bad_ones(tmp_path):
 
 def test_schedule_made_for_other_blocks_warns(tiny, tmp_path):
     model = tiny("sdt_tiny")
-    path = KeepSchedule("fraction", (0.5, 0.5), block_names=("stage1.0", "stage2.0")).save(tmp_path / "s.json")
+    path = KeepSchedule("fraction", (0.5, 0.5), block_names=("stage1.0", "stage2.0")).save(
+        tmp_path / "s.json"
+    )
     with pytest.warns(UserWarning, match="made for blocks"):
         apply_tp(model, keep=str(path))
     with warnings.catch_warnings():
@@ -189,25 +198,78 @@ def test_schedule_made_for_other_blocks_warns(tiny, tmp_path):
 
 def test_cli_calibrate_then_eval_with_the_schedule_file(tmp_path, capsys):
     out = tmp_path / "cal"
-    assert main(["calibrate", "--model", "sdt_tiny", "--dataset", "synthetic:48", "--budget", "0.85",
-                 "--calibration-size", "24", "--batch-size", "12", "--levels", "0.75", "0.5", "0.25",
-                 "--refine-rounds", "1", "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                "sdt_tiny",
+                "--dataset",
+                "synthetic:48",
+                "--budget",
+                "0.85",
+                "--calibration-size",
+                "24",
+                "--batch-size",
+                "12",
+                "--levels",
+                "0.75",
+                "0.5",
+                "0.25",
+                "--refine-rounds",
+                "1",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "cost:" in printed and "schedule.json" in printed
     schedule = KeepSchedule.load(out / "schedule.json")
     report = json.loads((out / "calibration_report.json").read_text())
     assert report["history"] and report["keep"] == str(schedule)
     ev = tmp_path / "ev"
-    assert main(["eval", "--model", "sdt_tiny", "--dataset", "synthetic:32", "--batch-size", "16", "--no-speed",
-                 "--energy-batches", "1", "--no-progress", "--keep", str(out / "schedule.json"),
-                 "--out", str(ev)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "sdt_tiny",
+                "--dataset",
+                "synthetic:32",
+                "--batch-size",
+                "16",
+                "--no-speed",
+                "--energy-batches",
+                "1",
+                "--no-progress",
+                "--keep",
+                str(out / "schedule.json"),
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((ev / "results.json").read_text())["rows"]
     assert rows[1]["keep"] == str(schedule)
 
 
 def test_cli_calibrate_errors_exit_2(tmp_path, capsys):
-    base = ["calibrate", "--model", "sdt_tiny", "--dataset", "synthetic:48", "--calibration-size", "24",
-            "--out", str(tmp_path / "o")]
+    base = [
+        "calibrate",
+        "--model",
+        "sdt_tiny",
+        "--dataset",
+        "synthetic:48",
+        "--calibration-size",
+        "24",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main([*base, "--budget", "1.5"]) == 2
     assert "0 < budget <= 1" in capsys.readouterr().err
     assert main([*base, "--budget", "0.5", "--keep", "0.5"]) == 2
@@ -221,8 +283,17 @@ def test_cli_calibrate_errors_exit_2(tmp_path, capsys):
 def test_unlabelled_objectives_work_on_a_tensor_of_images(tiny, inputs, objective):
     model = tiny("spikformer_tiny")
     images = inputs(model, batch=20, seed=1)
-    result = calibrate(model, images, 0.9, objective=objective, calibration_size=16, batch_size=8,
-                       levels=(0.75, 0.5), refine_rounds=1, verbose=False)
+    result = calibrate(
+        model,
+        images,
+        0.9,
+        objective=objective,
+        calibration_size=16,
+        batch_size=8,
+        levels=(0.75, 0.5),
+        refine_rounds=1,
+        verbose=False,
+    )
     assert result.objective == objective and not result.settings["labelled"]
     assert result.cost <= 0.9 and result.objective_value >= 0.0
     assert result.dense_report["value"] == 0.0  # the dense model does not diverge from itself
@@ -243,9 +314,17 @@ def test_calibration_size_larger_than_the_data_is_refused(tiny):
 # -- bad budgets ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("budget,error", [(0, UsageError), (-0.2, UsageError), (1.01, UsageError),
-                                          (float("nan"), UsageError), (True, UsageTypeError),
-                                          ("0.5", UsageTypeError)])
+@pytest.mark.parametrize(
+    "budget,error",
+    [
+        (0, UsageError),
+        (-0.2, UsageError),
+        (1.01, UsageError),
+        (float("nan"), UsageError),
+        (True, UsageTypeError),
+        ("0.5", UsageTypeError),
+    ],
+)
 def test_invalid_budgets_raise(tiny, budget, error):
     model = tiny("spikformer_tiny")
     with pytest.raises(error, match="budget"):
@@ -256,7 +335,9 @@ def test_unreachable_budget_names_the_minimum_reachable_cost(tiny):
     model = tiny("spikformer_tiny")
     data = data_for(model)
     inputs = [data.get_batch(torch.arange(1))]
-    smallest = counted(model, 0.25, inputs, "macs") / counted(model, None, inputs, "macs")  # every block at 0.25
+    smallest = counted(model, 0.25, inputs, "macs") / counted(
+        model, None, inputs, "macs"
+    )  # every block at 0.25
     with pytest.raises(UsageError) as err:
         calibrate(model, data, 0.3, **FAST)
     assert f"minimum reachable cost is {smallest:.4f}" in str(err.value)
@@ -292,8 +373,11 @@ def test_allocation_is_the_brute_force_optimum_of_its_discretised_model():
         got = allocate(loss, saving, need, unit)
         q = [[math.floor(s / unit + 1e-9) for s in row] for row in saving]
         need_u = math.ceil(need / unit - 1e-9)
-        feasible = [c for c in itertools.product(*[range(len(r)) for r in loss])
-                    if sum(q[b][j] for b, j in enumerate(c)) >= need_u]
+        feasible = [
+            c
+            for c in itertools.product(*[range(len(r)) for r in loss])
+            if sum(q[b][j] for b, j in enumerate(c)) >= need_u
+        ]
         if not feasible:
             assert got is None
             continue
@@ -308,7 +392,8 @@ def test_allocation_is_the_brute_force_optimum_of_its_discretised_model():
 
 @pytest.mark.slow
 def test_schedule_search_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch):
-    """benchmarks/schedule_search.py on a random-weight tiny model with an official schedule (SDT-V3, 8 blocks):
+    """benchmarks/schedule_search.py on a random-weight tiny model with an official schedule (SDT-V3,
+    8 blocks):
     calibrated, uniform and official rows for both metrics, held-out images from another seed."""
     import importlib.util
     from pathlib import Path
@@ -319,9 +404,32 @@ def test_schedule_search_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "schedule_search", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     out = tmp_path / "search.json"
-    assert bench.main(["--models", "sdt_v3_tiny", "--fire", "--budgets", "0.95", "--levels", "0.25",
-                       "--refine-rounds", "0", "--calibration-size", "8", "--batch-size", "8", "--limit", "8",
-                       "--cost-images", "8", "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--models",
+                "sdt_v3_tiny",
+                "--fire",
+                "--budgets",
+                "0.95",
+                "--levels",
+                "0.25",
+                "--refine-rounds",
+                "0",
+                "--calibration-size",
+                "8",
+                "--batch-size",
+                "8",
+                "--limit",
+                "8",
+                "--cost-images",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())["models"]["sdt_v3_tiny"]
     assert result["bed"] == "synthetic" and result["n_held_out"] == 8
     assert result["official"]["keep"].startswith("side_ratio:0.9,0.8")

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]], need: float,
-             unit: float) -> list[int] | None:
+def allocate(
+    loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]], need: float, unit: float
+) -> list[int] | None:
     """One option index per block (module docstring), or None when no choice saves ``need``."""
     if unit <= 0:
         raise ValueError(f"unit must be > 0, got {unit}")
@@ -29,8 +30,8 @@ def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]],
     need_u = max(0, math.ceil(need / unit - 1e-9))
     drops = [-min(0, min(row)) for row in q]  # the most each block can lower the saving (negative savings)
     lo = -sum(drops)  # lowest reachable state
-    # states above ``cap`` are merged into it: whatever the later blocks lower, cap - their drops >= need_u, so
-    # a merged state stays feasible (the state is a lower bound of the true saving once merged)
+    # states above ``cap`` are merged into it: whatever the later blocks lower, cap - their drops >= need_u,
+    # so a merged state stays feasible (the state is a lower bound of the true saving once merged)
     cap = need_u + sum(drops)
     size = cap - lo + 1
     f = np.full(size, np.inf)
@@ -59,7 +60,7 @@ def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]],
         f = new
         choice.append(pick)
         source.append(src)
-    feasible = f[need_u - lo:]
+    feasible = f[need_u - lo :]
     if not np.isfinite(feasible).any():
         return None
     out, state = [], need_u + int(np.argmin(feasible))
@@ -69,8 +70,13 @@ def allocate(loss: Sequence[Sequence[float]], saving: Sequence[Sequence[float]],
     return out[::-1]
 
 
-def neighbours(current: Sequence[int], n_options: Sequence[int], loss: Sequence[Sequence[float]],
-               saving: Sequence[Sequence[float]], need: float) -> list[tuple[float, tuple[int, ...]]]:
+def neighbours(
+    current: Sequence[int],
+    n_options: Sequence[int],
+    loss: Sequence[Sequence[float]],
+    saving: Sequence[Sequence[float]],
+    need: float,
+) -> list[tuple[float, tuple[int, ...]]]:
     """Moves around ``current`` that stay within the model budget, best predicted first.
 
     A move raises one block by one option (keeps more) and, if needed, lowers another block by as few

@@ -48,9 +48,17 @@ class Evaluation:
 class Evaluator:
     """Objective and cost of keep schedules on ``calib`` (module docstring)."""
 
-    def __init__(self, model: nn.Module, state: TPState, calib: CalibrationSet, objective: Objective,
-                 metric: str, conventions: EnergyConventions | None = None, latency_repeats: int = 15,
-                 latency_batch_size: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        state: TPState,
+        calib: CalibrationSet,
+        objective: Objective,
+        metric: str,
+        conventions: EnergyConventions | None = None,
+        latency_repeats: int = 15,
+        latency_batch_size: int | None = None,
+    ):
         self.model, self.state, self.calib = model, state, calib
         self.objective, self.metric = objective, metric
         self.conventions = conventions or EnergyConventions()
@@ -93,9 +101,11 @@ class Evaluator:
                 rep = self._count(self.metric)
                 self.dense_cost_absolute = rep.totals[self.metric]
                 if not self.dense_cost_absolute > 0:
-                    raise UsageError(f"the dense model's counted {self.metric.upper()} on the calibration images are "
-                                     f"{self.dense_cost_absolute:g} (no neuron fired?), so a budget relative to them "
-                                     "means nothing; use metric='macs' or check the model and the data")
+                    raise UsageError(
+                        f"the dense model's counted {self.metric.upper()} on the calibration images are "
+                        f"{self.dense_cost_absolute:g} (no neuron fired?), so a budget relative to them "
+                        "means nothing; use metric='macs' or check the model and the data"
+                    )
                 self.dense_block_macs = {g.group: g.macs for g in rep.groups if g.category == "block"}
         finally:
             self.state.enabled = True
@@ -131,7 +141,7 @@ class Evaluator:
         together = count_here and self.objective.uses_forward
         counter = OpCounter(self.model) if together else None
         sums: dict[str, float] = {}
-        with torch.inference_mode(), (counter if counter is not None else contextlib.nullcontext()):
+        with torch.inference_mode(), counter if counter is not None else contextlib.nullcontext():
             for (x, y), target in zip(self.calib.batches, self.targets):
                 out = self.objective.output(self.model, x)
                 _add(sums, self.objective.terms(out, target, y))
@@ -167,20 +177,35 @@ class Evaluator:
         self.passes += metric != "macs"
         return count_ops(self.model, inputs).report(self.conventions)
 
-    def latency(self, values: tuple[float, ...] | None, scorer: str, repeats: int | None = None) -> dict[str, float]:
+    def latency(
+        self, values: tuple[float, ...] | None, scorer: str, repeats: int | None = None
+    ) -> dict[str, float]:
         """Measured latency of ``values`` vs the dense model, interleaved in one benchmark on the first
         calibration batch: ``{"ratio": median over rounds of pruned / dense, "dense_ms", "pruned_ms"}``.
         Wall-clock time on a machine shared with other work: repeat-to-repeat noise of several percent."""
         dense = Variant(self.model, None, label="dense")
-        cand = Variant(self.model, None if values is None else KeepSchedule("fraction", tuple(values)), scorer,
-                       label="pruned")
+        cand = Variant(
+            self.model,
+            None if values is None else KeepSchedule("fraction", tuple(values)),
+            scorer,
+            label="pruned",
+        )
         x = self.latency_input
-        res = benchmark([("dense", dense), ("pruned", cand)], batch_sizes=[int(x.shape[0])],
-                        make_input=lambda bs: x, warmup=2, repeats=repeats or self.latency_repeats, memory=False)
+        res = benchmark(
+            [("dense", dense), ("pruned", cand)],
+            batch_sizes=[int(x.shape[0])],
+            make_input=lambda bs: x,
+            warmup=2,
+            repeats=repeats or self.latency_repeats,
+            memory=False,
+        )
         self.state.enabled = True
         d, p = res.get("dense", int(x.shape[0])), res.get("pruned", int(x.shape[0]))
-        return {"ratio": p["paired_ratio_median"], "dense_ms": d["latency_ms"]["median"],
-                "pruned_ms": p["latency_ms"]["median"]}
+        return {
+            "ratio": p["paired_ratio_median"],
+            "dense_ms": d["latency_ms"]["median"],
+            "pruned_ms": p["latency_ms"]["median"],
+        }
 
 
 def _add(sums: dict[str, float], terms: dict[str, float]) -> None:

@@ -7,7 +7,8 @@
   nats: how far pruning moved the model's predictions away from the dense model's.
 * ``features`` (no labels; for models with dense heads, e.g. segmentation and detection backbones): the
   relative squared error ``sum ||f - f_dense||^2 / sum ||f_dense||^2`` of ``model.forward_features(x)``
-  (the full token grid, also when pruned), or of ``fn(model, x)`` when given.
+  (the full token grid, also when pruned), or of ``fn(model, x)`` when given. The dense features of every
+  calibration image stay on the device (``T x C x H x W`` floats per image): mind the calibration size.
 
 An objective is evaluated in two steps: ``target(dense_output, y)`` once per calibration batch on the dense
 model (the cache), then ``terms(output, target, y)`` per batch of a candidate; ``value`` and ``report``
@@ -65,15 +66,20 @@ class AccuracyObjective(Objective):
     needs_labels = True
 
     def terms(self, output, target, y):
-        return {"errors": float((output.argmax(1) != y).sum()),
-                "cross_entropy": float(F.cross_entropy(output, y, reduction="sum"))}
+        return {
+            "errors": float((output.argmax(1) != y).sum()),
+            "cross_entropy": float(F.cross_entropy(output, y, reduction="sum")),
+        }
 
     def value(self, sums, n):
         return sums["errors"] / n + CE_TIE_BREAK * sums["cross_entropy"] / n
 
     def report(self, sums, n):
-        return {"top1": 100.0 * (1.0 - sums["errors"] / n), "cross_entropy": sums["cross_entropy"] / n,
-                "value": self.value(sums, n)}
+        return {
+            "top1": 100.0 * (1.0 - sums["errors"] / n),
+            "cross_entropy": sums["cross_entropy"] / n,
+            "value": self.value(sums, n),
+        }
 
 
 class LogitsKLObjective(Objective):
@@ -96,7 +102,11 @@ class LogitsKLObjective(Objective):
         return sums["kl"] / n
 
     def report(self, sums, n):
-        rep = {"kl": sums["kl"] / n, "agreement_with_dense": 100.0 * sums["agree"] / n, "value": self.value(sums, n)}
+        rep = {
+            "kl": sums["kl"] / n,
+            "agreement_with_dense": 100.0 * sums["agree"] / n,
+            "value": self.value(sums, n),
+        }
         if "errors" in sums:
             rep["top1"] = 100.0 * (1.0 - sums["errors"] / n)
         return rep
@@ -116,29 +126,40 @@ class FeatureObjective(Objective):
             out = self.fn(model, x)
         else:
             if not callable(getattr(model, "forward_features", None)):
-                raise UsageError(f"objective 'features' needs model.forward_features, which {type(model).__name__} "
-                                 "lacks; pass FeatureObjective(fn=lambda model, x: ...) or objective='logits_kl'")
+                raise UsageError(
+                    f"objective 'features' needs model.forward_features, which {type(model).__name__} "
+                    "lacks; pass FeatureObjective(fn=lambda model, x: ...) or objective='logits_kl'"
+                )
             out = model.forward_features(x)
         if not isinstance(out, torch.Tensor):
-            raise UsageTypeError(f"objective 'features': the features are a {type(out).__name__}, expected a tensor; "
-                                 "pass FeatureObjective(fn=...) that returns one tensor")
+            raise UsageTypeError(
+                f"objective 'features': the features are a {type(out).__name__}, expected a tensor; "
+                "pass FeatureObjective(fn=...) that returns one tensor"
+            )
         return out.float()
 
     def target(self, dense_output, y):
         return dense_output
 
     def terms(self, output, target, y):
-        return {"squared_error": float((output - target).pow(2).sum(dtype=torch.float64)),
-                "reference": float(target.pow(2).sum(dtype=torch.float64))}
+        return {
+            "squared_error": float((output - target).pow(2).sum(dtype=torch.float64)),
+            "reference": float(target.pow(2).sum(dtype=torch.float64)),
+        }
 
     def value(self, sums, n):
-        return sums["squared_error"] / sums["reference"] if sums["reference"] > 0 else sums["squared_error"] / n
+        return (
+            sums["squared_error"] / sums["reference"] if sums["reference"] > 0 else sums["squared_error"] / n
+        )
 
     def report(self, sums, n):
         return {"relative_squared_error": self.value(sums, n), "value": self.value(sums, n)}
 
     def settings(self):
-        return {"name": self.name, "fn": getattr(self.fn, "__name__", None) if self.fn else "forward_features"}
+        return {
+            "name": self.name,
+            "fn": getattr(self.fn, "__name__", None) if self.fn else "forward_features",
+        }
 
 
 def get_objective(objective: str | Objective) -> Objective:
@@ -147,6 +168,8 @@ def get_objective(objective: str | Objective) -> Objective:
         return objective
     table = {"accuracy": AccuracyObjective, "logits_kl": LogitsKLObjective, "features": FeatureObjective}
     if not isinstance(objective, str) or objective not in table:
-        raise UsageError(f"unknown objective {objective!r}; choose one of {OBJECTIVES} (accuracy needs labels; "
-                         "logits_kl and features compare with the dense model and need none) or pass an Objective")
+        raise UsageError(
+            f"unknown objective {objective!r}; choose one of {OBJECTIVES} (accuracy needs labels; "
+            "logits_kl and features compare with the dense model and need none) or pass an Objective"
+        )
     return table[objective]()

@@ -55,7 +55,8 @@ class CalibrationResult:
 
     @property
     def search_gain(self) -> float:
-        """Uniform objective minus the returned schedule's (> 0: the search paid on the calibration images)."""
+        """Uniform objective minus the returned schedule's (> 0: the search paid on the calibration
+        images)."""
         return self.uniform["objective_value"] - self.objective_value
 
     def metadata(self) -> dict[str, Any]:
@@ -86,9 +87,14 @@ class CalibrationResult:
 
     def to_dict(self) -> dict[str, Any]:
         values = self.schedule.values
-        return {"keep": str(self.schedule), "rule": self.schedule.rule,
-                "values": list(values) if isinstance(values, tuple) else values,
-                "block_names": self.block_names, **self.metadata(), "history": self.history}
+        return {
+            "keep": str(self.schedule),
+            "rule": self.schedule.rule,
+            "values": list(values) if isinstance(values, tuple) else values,
+            "block_names": self.block_names,
+            **self.metadata(),
+            "history": self.history,
+        }
 
     def save(self, path: str | os.PathLike) -> str:
         """Write ``schedule.json``: the schedule, the model, block names, budget, metric, cost, settings."""
@@ -103,8 +109,10 @@ class CalibrationResult:
 
     def __str__(self) -> str:
         what = METRIC_WORDS[self.metric]
-        head = (f"calibrated keep schedule for {self.model} (scorer {self.scorer}, objective {self.objective}): "
-                f"budget {self.budget:.3g} of the dense model's {what}")
+        head = (
+            f"calibrated keep schedule for {self.model} (scorer {self.scorer}, objective {self.objective}): "
+            f"budget {self.budget:.3g} of the dense model's {what}"
+        )
         lines = [head, f"  {'block':<16} {'grid':>7} {'keep':>7} {'kept':>9}"]
         for name, grid, value, k in zip(self.block_names, self.grids, _values(self.schedule), self.kept):
             g = f"{grid[0]}x{grid[1]}" if grid else "-"
@@ -112,17 +120,24 @@ class CalibrationResult:
             lines.append(f"  {name:<16} {g:>7} {value:>7.4g} {kept:>9}")
         absolute = ""
         if self.cost_absolute is not None and self.dense_cost_absolute:
-            absolute = (f" ({self.cost_absolute:.4g} ms vs {self.dense_cost_absolute:.4g} ms per batch)"
-                        if self.metric == "latency" else
-                        f" ({_si(self.cost_absolute)} of {_si(self.dense_cost_absolute)} per image)")
+            absolute = (
+                f" ({self.cost_absolute:.4g} ms vs {self.dense_cost_absolute:.4g} ms per batch)"
+                if self.metric == "latency"
+                else f" ({_si(self.cost_absolute)} of {_si(self.dense_cost_absolute)} per image)"
+            )
         noisy = " (measured; noisy)" if self.metric == "latency" else ""
         lines.append(f"cost: {self.cost:.4f} of dense {what}{absolute}{noisy}")
         n = self.settings.get("calibration_size")
-        lines.append(f"on {n} calibration images: {_report(self.objective_report)}; dense: {_report(self.dense_report)}")
+        lines.append(
+            f"on {n} calibration images: {_report(self.objective_report)}; "
+            f"dense: {_report(self.dense_report)}"
+        )
         u = self.uniform
-        lines.append(f"uniform keep {u['fraction']:.4g} (cost {u['cost']:.4f}): {_report(u['report'])}; "
-                     f"search gain {self.search_gain:+.4g} (objective, lower is better)"
-                     + ("; the uniform schedule was better and is returned" if self.chosen == "uniform" else ""))
+        lines.append(
+            f"uniform keep {u['fraction']:.4g} (cost {u['cost']:.4f}): {_report(u['report'])}; "
+            f"search gain {self.search_gain:+.4g} (objective, lower is better)"
+            + ("; the uniform schedule was better and is returned" if self.chosen == "uniform" else "")
+        )
         lines.append(f"search: {self.settings.get('passes')} calibration passes, {self.seconds:.1f} s")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

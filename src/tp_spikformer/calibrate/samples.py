@@ -37,8 +37,9 @@ class CalibrationSet:
         return [x for x, _ in self.batches]
 
 
-def calibration_set(data: Any, size: int | None, batch_size: int, seed: int,
-                    device: torch.device | str = "cpu") -> CalibrationSet:
+def calibration_set(
+    data: Any, size: int | None, batch_size: int, seed: int, device: torch.device | str = "cpu"
+) -> CalibrationSet:
     """``size`` samples of ``data`` (module docstring), in batches of ``batch_size`` on ``device``."""
     if size is not None:
         check_int("calibration_size", size, hint="; or None for all of the data")
@@ -62,8 +63,10 @@ def calibration_set(data: Any, size: int | None, batch_size: int, seed: int,
         return _on(batches, idx, labelled, getattr(data, "source", None) or type(data).__name__, device)
     if hasattr(data, "__iter__"):
         return _from_iterable(data, size, batch_size, device)
-    raise UsageTypeError(f"cannot calibrate on a {type(data).__name__}; pass a dataset, a tensor of inputs, a pair "
-                         "(inputs, labels) or a DataLoader")
+    raise UsageTypeError(
+        f"cannot calibrate on a {type(data).__name__}; pass a dataset, a tensor of inputs, a pair "
+        "(inputs, labels) or a DataLoader"
+    )
 
 
 def _pick(n: int, size: int | None, seed: int) -> list[int]:
@@ -72,13 +75,15 @@ def _pick(n: int, size: int | None, seed: int) -> list[int]:
     if size is None:
         return list(range(n))
     if size > n:
-        raise UsageError(f"calibration_size={size} but the data has only {n} samples; pass calibration_size <= "
-                         f"{n} (command line: --calibration-size) or None for all of them")
+        raise UsageError(
+            f"calibration_size={size} but the data has only {n} samples; pass calibration_size <= "
+            f"{n} (command line: --calibration-size) or None for all of them"
+        )
     return sorted(int(i) for i in np.random.default_rng(seed).choice(n, size, replace=False))
 
 
 def _chunks(idx: list[int], batch_size: int) -> list[list[int]]:
-    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
 def _read(data: Any, chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,8 +107,10 @@ def _split_item(item: Any, i: int) -> tuple[torch.Tensor, Any]:
     else:
         x, y = item, None
     if not isinstance(x, torch.Tensor):
-        raise UsageTypeError(f"calibration sample {i} has no tensor input (got {type(x).__name__}); items must be "
-                             "tensors, (tensor, label) pairs or dicts with an 'image'")
+        raise UsageTypeError(
+            f"calibration sample {i} has no tensor input (got {type(x).__name__}); items must be "
+            "tensors, (tensor, label) pairs or dicts with an 'image'"
+        )
     if y is not None and not (isinstance(y, int) or (isinstance(y, torch.Tensor) and y.numel() == 1)):
         y = None  # dense targets (masks, boxes) are not class labels: the sample counts as unlabelled
     return x, y
@@ -127,16 +134,25 @@ def _from_iterable(data: Any, size: int | None, batch_size: int, device) -> Cali
     if seen == 0:
         raise UsageError("the calibration data gave no batches")
     if size is not None and seen < size:
-        raise UsageError(f"calibration_size={size} but the data gave only {seen} samples; pass a smaller "
-                         "calibration_size or None")
+        raise UsageError(
+            f"calibration_size={size} but the data gave only {seen} samples; pass a smaller "
+            "calibration_size or None"
+        )
     x_all = torch.cat(xs)[:size]
     y_all = None if any(y is None for y in ys) else torch.cat([y.reshape(-1) for y in ys])[:size]
     idx = list(range(len(x_all)))
-    batches = [(x_all[c[0]:c[-1] + 1], None if y_all is None else y_all[c[0]:c[-1] + 1]) for c in _chunks(idx, batch_size)]
-    return _on(batches, None, y_all is not None, f"first {len(x_all)} samples of a {type(data).__name__}", device)
+    batches = [
+        (x_all[c[0] : c[-1] + 1], None if y_all is None else y_all[c[0] : c[-1] + 1])
+        for c in _chunks(idx, batch_size)
+    ]
+    return _on(
+        batches, None, y_all is not None, f"first {len(x_all)} samples of a {type(data).__name__}", device
+    )
 
 
 def _on(batches, idx, labelled: bool, source: str, device) -> CalibrationSet:
-    moved = [(x.to(device), None if y is None or not labelled else y.to(device=device, dtype=torch.long))
-             for x, y in batches]
+    moved = [
+        (x.to(device), None if y is None or not labelled else y.to(device=device, dtype=torch.long))
+        for x, y in batches
+    ]
     return CalibrationSet(moved, idx, labelled, source)

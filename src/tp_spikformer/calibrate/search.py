@@ -91,13 +91,16 @@ def calibrate(
         check_int("refine_width", refine_width)
     check_int("latency_repeats", latency_repeats)
     if tp_kwargs.get("mode", "stop") != "stop" or tp_kwargs.get("cumulative", False):
-        raise UsageError("calibrate searches each block's keep on its own, which mode='drop' and cumulative=True "
-                         "forbid (there a block may not keep more tokens than the block before); use mode='stop', "
-                         "cumulative=False")
+        raise UsageError(
+            "calibrate searches each block's keep on its own, which mode='drop' and cumulative=True "
+            "forbid (there a block may not keep more tokens than the block before); use mode='stop', "
+            "cumulative=False"
+        )
     unknown = sorted(set(tp_kwargs) - {"window", "gather_order", "protect", "mode", "cumulative"})
     if unknown:
-        raise UsageTypeError(f"calibrate got unknown option(s) {unknown}; TP options it takes: window, gather_order, "
-                             "protect")
+        raise UsageTypeError(
+            f"calibrate got unknown option(s) {unknown}; TP options it takes: window, gather_order, protect"
+        )
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -106,14 +109,17 @@ def calibrate(
     shared = copy.deepcopy(model).to(device).eval()
     options_tp = {k: v for k, v in tp_kwargs.items() if v is not None}
     if is_patched(shared):
-        state = get_tp_state(shared).configure(keep=1.0, scorer=scorer_list[0], seed=seed, record=True, enabled=True,
-                                               **options_tp)
+        state = get_tp_state(shared).configure(
+            keep=1.0, scorer=scorer_list[0], seed=seed, record=True, enabled=True, **options_tp
+        )
     else:
         state = apply_tp(shared, keep=1.0, scorer=scorer_list[0], seed=seed, record=True, **options_tp)
     calib = calibration_set(data, calibration_size, batch_size, seed, device)
     if obj.needs_labels and not calib.labelled:
-        raise UsageError(f"objective {obj.name!r} needs labelled data, and the calibration data ({calib.source}) has "
-                         "no labels; use objective='logits_kl' (or 'features') to match the dense model instead")
+        raise UsageError(
+            f"objective {obj.name!r} needs labelled data, and the calibration data ({calib.source}) has "
+            "no labels; use objective='logits_kl' (or 'features') to match the dense model instead"
+        )
     ev = Evaluator(shared, state, calib, obj, metric, conventions, latency_repeats, latency_batch_size)
     search = _Search(ev, levels, budget, scorer_list, refine_rounds, refine_width)
     result_parts = search.run()
@@ -123,25 +129,58 @@ def calibrate(
     names = list(state.block_names)
     schedule = KeepSchedule("fraction", best["values"], block_names=tuple(names))
     settings = {
-        "calibration_size": calib.size, "calibration_source": calib.source, "calibration_indices": calib.indices,
-        "labelled": calib.labelled, "batch_size": batch_size, "seed": seed, "levels": list(levels),
-        "scorers": scorer_list, "refine_rounds": refine_rounds, "refine_width": search.width,
-        "resolution": RESOLUTION, "tp": {k: v for k, v in options_tp.items() if k != "protect"},
-        "objective": obj.settings(), "conventions": (conventions or EnergyConventions()).__dict__,
+        "calibration_size": calib.size,
+        "calibration_source": calib.source,
+        "calibration_indices": calib.indices,
+        "labelled": calib.labelled,
+        "batch_size": batch_size,
+        "seed": seed,
+        "levels": list(levels),
+        "scorers": scorer_list,
+        "refine_rounds": refine_rounds,
+        "refine_width": search.width,
+        "resolution": RESOLUTION,
+        "tp": {k: v for k, v in options_tp.items() if k != "protect"},
+        "objective": obj.settings(),
+        "conventions": (conventions or EnergyConventions()).__dict__,
         "latency_repeats": latency_repeats if metric == "latency" else None,
-        "passes": ev.passes, "device": str(device), "torch": torch.__version__,
+        "passes": ev.passes,
+        "device": str(device),
+        "torch": torch.__version__,
     }
     result = CalibrationResult(
-        schedule=schedule, scorer=best["scorer"], model=model_name, block_names=names,
-        grids=[list(g) if g else None for g in search.grids], kept=best["kept"],
-        metric=metric, budget=budget, cost=best["cost"], cost_absolute=best["cost_absolute"],
-        dense_cost_absolute=best["dense_cost_absolute"], objective=obj.name, objective_value=best["value"],
-        objective_report=best["report"], dense_report=dict(ev.dense_report), uniform=best["uniform"],
-        chosen=best["chosen"], seconds=time.perf_counter() - t_start, settings=settings,
-        per_scorer=result_parts["per_scorer"], phases=search.phases, history=search.history, notes=search.notes,
+        schedule=schedule,
+        scorer=best["scorer"],
+        model=model_name,
+        block_names=names,
+        grids=[list(g) if g else None for g in search.grids],
+        kept=best["kept"],
+        metric=metric,
+        budget=budget,
+        cost=best["cost"],
+        cost_absolute=best["cost_absolute"],
+        dense_cost_absolute=best["dense_cost_absolute"],
+        objective=obj.name,
+        objective_value=best["value"],
+        objective_report=best["report"],
+        dense_report=dict(ev.dense_report),
+        uniform=best["uniform"],
+        chosen=best["chosen"],
+        seconds=time.perf_counter() - t_start,
+        settings=settings,
+        per_scorer=result_parts["per_scorer"],
+        phases=search.phases,
+        history=search.history,
+        notes=search.notes,
     )
-    _log.info("calibrated %s: %s (cost %.4f of dense %s, budget %.4g)", model_name, schedule, result.cost,
-              METRIC_WORDS[metric], budget)
+    _log.info(
+        "calibrated %s: %s (cost %.4f of dense %s, budget %.4g)",
+        model_name,
+        schedule,
+        result.cost,
+        METRIC_WORDS[metric],
+        budget,
+    )
     if verbose:
         print(result)
     return result
@@ -152,12 +191,16 @@ def calibrate(
 
 def _check_budget(budget: Any) -> float:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise UsageTypeError(f"budget must be a number, the allowed cost as a fraction of the dense model's (e.g. "
-                             f"0.5), got {budget!r}")
+        raise UsageTypeError(
+            f"budget must be a number, the allowed cost as a fraction of the dense model's (e.g. "
+            f"0.5), got {budget!r}"
+        )
     budget = float(budget)
     if not (0.0 < budget <= 1.0):
-        raise UsageError(f"budget must be a fraction of the dense model's cost with 0 < budget <= 1 (e.g. 0.5 for "
-                         f"half of the dense MACs), got {budget!r}")
+        raise UsageError(
+            f"budget must be a fraction of the dense model's cost with 0 < budget <= 1 (e.g. 0.5 for "
+            f"half of the dense MACs), got {budget!r}"
+        )
     return budget
 
 
@@ -190,8 +233,15 @@ def _check_scorers(scorers: str | Sequence[str] | None) -> list[str]:
 class _Search:
     """Profiling, allocation, verification, refinement and the uniform baseline for each scorer."""
 
-    def __init__(self, ev: Evaluator, levels: tuple[float, ...], budget: float, scorers: list[str],
-                 refine_rounds: int, refine_width: int | None):
+    def __init__(
+        self,
+        ev: Evaluator,
+        levels: tuple[float, ...],
+        budget: float,
+        scorers: list[str],
+        refine_rounds: int,
+        refine_width: int | None,
+    ):
         self.ev, self.levels, self.budget, self.scorers = ev, levels, budget, scorers
         self.refine_rounds = refine_rounds
         self.history: list[dict[str, Any]] = []
@@ -200,7 +250,9 @@ class _Search:
         self.grids = ev.block_grids()
         self.active = [b for b, g in enumerate(self.grids) if g is not None]
         if not self.active:
-            raise UsageError("no patched block ran on the calibration input, so there is nothing to calibrate")
+            raise UsageError(
+                "no patched block ran on the calibration input, so there is nothing to calibrate"
+            )
         not_run = [ev.state.block_names[b] for b, g in enumerate(self.grids) if g is None]
         if not_run:
             self.notes.append(f"blocks {not_run} did not run on the calibration input; they keep 1.0")
@@ -238,9 +290,19 @@ class _Search:
         self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
 
     def _record(self, phase: str, scorer: str, e: Evaluation, choice=None, **extra: Any) -> None:
-        self.history.append({"phase": phase, "scorer": scorer, "keep": list(e.values),
-                             "kept": self.kept(choice) if choice is not None else self.kept_of(e.values), "objective_value": e.value,
-                             "report": e.report, "cost": e.cost, **extra})
+        kept = self.kept(choice) if choice is not None else self.kept_of(e.values)
+        self.history.append(
+            {
+                "phase": phase,
+                "scorer": scorer,
+                "keep": list(e.values),
+                "kept": kept,
+                "objective_value": e.value,
+                "report": e.report,
+                "cost": e.cost,
+                **extra,
+            }
+        )
 
     def within(self, cost: float) -> bool:
         return cost <= self.budget * (1 + 1e-12)
@@ -251,8 +313,16 @@ class _Search:
         t0 = time.perf_counter()
         dense = ev.dense()
         self.dense_value = dense.value
-        self.history.append({"phase": "dense", "scorer": None, "keep": None, "objective_value": dense.value,
-                             "report": dense.report, "cost": 1.0})
+        self.history.append(
+            {
+                "phase": "dense",
+                "scorer": None,
+                "keep": None,
+                "objective_value": dense.value,
+                "report": dense.report,
+                "cost": 1.0,
+            }
+        )
         self._timed("dense", t0)
         t0 = time.perf_counter()
         self._mac_table()
@@ -261,7 +331,9 @@ class _Search:
         for scorer in self.scorers:
             ev.set_scorer(scorer)
             found = self._search_scorer(scorer)
-            per_scorer[scorer] = {k: found[k] for k in ("values", "cost", "value", "report", "chosen", "uniform")}
+            per_scorer[scorer] = {
+                k: found[k] for k in ("values", "cost", "value", "report", "chosen", "uniform")
+            }
             if best is None or found["value"] < best["value"]:
                 best = found
         return {"best": best, "per_scorer": per_scorer}
@@ -279,10 +351,10 @@ class _Search:
                 if j < len(self.options[b]):
                     self.block_macs[b][j] = row.get(names[b], 0.0)
         self.ev.state.enabled = False
-        from ..measure.ops import count_ops
-
-        self.dense_macs = count_ops(self.ev.model, [self.ev.calib.batches[0][0][:1]]).report(self.ev.conventions).totals["macs"]
-        self.ev.state.enabled = True
+        try:
+            self.dense_macs = self.ev._count("macs").totals["macs"]
+        finally:
+            self.ev.state.enabled = True
         self.mac_saving = [[row[0] - m for m in row] for row in self.block_macs]
 
     def _cost_of(self, e: Evaluation, scorer: str) -> tuple[float, float | None, float | None]:
@@ -303,15 +375,26 @@ class _Search:
         t0 = time.perf_counter()
         min_values = self.values(smallest)
         min_cost = ev.latency(min_values, scorer)["ratio"] if metric == "latency" else ev.cost(min_values)[0]
-        self.history.append({"phase": "minimum", "scorer": scorer, "keep": list(min_values),
-                             "kept": self.kept(smallest), "objective_value": None, "report": None, "cost": min_cost})
+        self.history.append(
+            {
+                "phase": "minimum",
+                "scorer": scorer,
+                "keep": list(min_values),
+                "kept": self.kept(smallest),
+                "objective_value": None,
+                "report": None,
+                "cost": min_cost,
+            }
+        )
         if not self.within(min_cost):
             kept = ", ".join(f"{k}/{g[0] * g[1]}" for k, g in zip(self.kept(smallest), self.grids) if g)
             raise UsageError(
-                f"budget {self.budget:g} of the dense model's {METRIC_WORDS[metric]} cannot be reached: the minimum "
-                f"reachable cost is {min_cost:.4f} of dense (every block at keep {self.levels[-1]:g}: {kept} tokens"
-                f"{'; measured, so noisy' if metric == 'latency' else ''}); the layers outside the blocks are not "
-                f"pruned. Give a budget >= {math.ceil(min_cost * 1000) / 1000:.3f}, or smaller levels")
+                f"budget {self.budget:g} of the dense model's {METRIC_WORDS[metric]} cannot be reached: "
+                f"the minimum reachable cost is {min_cost:.4f} of dense (every block at keep "
+                f"{self.levels[-1]:g}: {kept} tokens{'; measured, so noisy' if metric == 'latency' else ''}); "
+                "the layers outside the blocks are not "
+                f"pruned. Give a budget >= {math.ceil(min_cost * 1000) / 1000:.3f}, or smaller levels"
+            )
         self._timed("minimum", t0)
         # 2. profile: each block alone at each level, the others dense
         t0 = time.perf_counter()
@@ -344,8 +427,10 @@ class _Search:
         if refined != choice and metric == "latency":
             cost, _, _ = self._cost_of(e_ref, scorer)
             if not self.within(cost):
-                self.notes.append(f"{scorer}: the refined schedule measured {cost:.4f} of dense latency, over the "
-                                  "budget; the allocated schedule is kept")
+                self.notes.append(
+                    f"{scorer}: the refined schedule measured {cost:.4f} of dense latency, over the "
+                    "budget; the allocated schedule is kept"
+                )
                 refined, e_ref = choice, e
         if metric != "latency":
             e_ref = self._fill(scorer, e_ref, saving, loss, self.model_need)
@@ -354,15 +439,33 @@ class _Search:
         t0 = time.perf_counter()
         uniform = self._uniform(scorer)
         self._timed("uniform", t0)
-        cost, absolute, dense_abs = self._cost_of(e_ref, scorer) if e_ref.cost is None else (
-            e_ref.cost, e_ref.cost_absolute, e_ref.extra.get("dense_ms", ev.dense_cost_absolute))
-        found = {"scorer": scorer, "kept": self.kept_of(e_ref.values), "values": e_ref.values, "value": e_ref.value,
-                 "report": e_ref.report, "cost": cost, "cost_absolute": absolute, "dense_cost_absolute": dense_abs,
-                 "chosen": "search", "uniform": uniform}
+        cost, absolute, dense_abs = (
+            self._cost_of(e_ref, scorer)
+            if e_ref.cost is None
+            else (e_ref.cost, e_ref.cost_absolute, e_ref.extra.get("dense_ms", ev.dense_cost_absolute))
+        )
+        found = {
+            "scorer": scorer,
+            "kept": self.kept_of(e_ref.values),
+            "values": e_ref.values,
+            "value": e_ref.value,
+            "report": e_ref.report,
+            "cost": cost,
+            "cost_absolute": absolute,
+            "dense_cost_absolute": dense_abs,
+            "chosen": "search",
+            "uniform": uniform,
+        }
         if uniform["objective_value"] < e_ref.value and self.within(uniform["cost"]):
-            found.update(values=(uniform["fraction"],) * len(self.options), value=uniform["objective_value"],
-                         report=uniform["report"], cost=uniform["cost"], cost_absolute=uniform["cost_absolute"],
-                         chosen="uniform", kept=uniform["kept"])
+            found.update(
+                values=(uniform["fraction"],) * len(self.options),
+                value=uniform["objective_value"],
+                report=uniform["report"],
+                cost=uniform["cost"],
+                cost_absolute=uniform["cost_absolute"],
+                chosen="uniform",
+                kept=uniform["kept"],
+            )
         return found
 
     def _mac_target(self, min_cost: float) -> float:
@@ -370,7 +473,9 @@ class _Search:
         a linear map through (min MACs, min latency) and (1, 1), corrected after measuring."""
         if self.ev.metric != "latency":
             return self.budget
-        m_min = sum(self.block_macs[b][-1] - self.block_macs[b][0] for b in self.active) / self.dense_macs + 1.0
+        m_min = (
+            sum(self.block_macs[b][-1] - self.block_macs[b][0] for b in self.active) / self.dense_macs + 1.0
+        )
         self.lat_map = (m_min, min_cost)
         if min_cost >= 1.0:
             return self.budget  # pruning measured no faster: the map is undefined; start from the budget
@@ -395,8 +500,10 @@ class _Search:
                 extra += (cost - self.budget) * slope * self.dense_macs + unit
             else:
                 extra += (cost - self.budget) * ev.dense_cost_absolute + unit
-        self.notes.append(f"{scorer}: the allocation did not reach the budget in its cost model after {MAX_TIGHTEN} "
-                          "corrections; every block keeps its smallest level")
+        self.notes.append(
+            f"{scorer}: the allocation did not reach the budget in its cost model after {MAX_TIGHTEN} "
+            "corrections; every block keeps its smallest level"
+        )
         self.model_need = sum(saving[b][j] for b, j in enumerate(smallest))
         e_min = ev.evaluate(self.values(smallest), with_cost=metric != "latency")
         self._cost_of(e_min, scorer)
@@ -435,9 +542,14 @@ class _Search:
                 g = self.grids[b]
                 n = g[0] * g[1]
                 base = total - self.saving_at(b, kept[b], saving)
-                k = next((k for k in range(n, kept[b], -1) if base + self.saving_at(b, k, saving) >= need - 1e-9), None)
+                k = next(
+                    (k for k in range(n, kept[b], -1) if base + self.saving_at(b, k, saving) >= need - 1e-9),
+                    None,
+                )
                 if k is not None:
-                    gain = self.saving_at(b, k, loss) - self.saving_at(b, kept[b], loss)  # interpolated loss change
+                    gain = self.saving_at(b, k, loss) - self.saving_at(
+                        b, kept[b], loss
+                    )  # interpolated loss change
                     proposals.append((gain, b, k))
             best = None
             for _, b, k in sorted(proposals)[: self.width]:
@@ -465,7 +577,9 @@ class _Search:
         ev, metric = self.ev, self.ev.metric
         lo_level = self.levels[-1]
         grids = [g for g in self.grids if g is not None]
-        cands = sorted({k / (g[0] * g[1]) for g in grids for k in range(1, g[0] * g[1] + 1)} | {1.0, lo_level})
+        cands = sorted(
+            {k / (g[0] * g[1]) for g in grids for k in range(1, g[0] * g[1] + 1)} | {1.0, lo_level}
+        )
         cands = [f for f in cands if f >= lo_level]
         n_blocks = len(self.options)
 
@@ -473,8 +587,9 @@ class _Search:
             vals = (f,) * n_blocks
             if metric == "latency":
                 rows = ev.block_macs(vals)
-                macs = self.dense_macs - sum(self.block_macs[b][0] - rows.get(ev.state.block_names[b], 0.0)
-                                             for b in self.active)
+                macs = self.dense_macs - sum(
+                    self.block_macs[b][0] - rows.get(ev.state.block_names[b], 0.0) for b in self.active
+                )
                 return macs <= self.dense_macs - self.model_need + 1e-6
             return self.within(ev.cost(vals)[0])
 
@@ -490,5 +605,11 @@ class _Search:
         cost, absolute, _ = self._cost_of(e, scorer)
         self._record("uniform", scorer, e, None, fraction=f)
         kept = [math.ceil(f * g[0] * g[1] - 1e-9) if g else None for g in self.grids]
-        return {"fraction": f, "kept": kept, "cost": cost, "cost_absolute": absolute, "objective_value": e.value,
-                "report": e.report}
+        return {
+            "fraction": f,
+            "kept": kept,
+            "cost": cost,
+            "cost_absolute": absolute,
+            "objective_value": e.value,
+            "report": e.report,
+        }

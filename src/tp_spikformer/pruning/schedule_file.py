@@ -41,8 +41,15 @@ def save_schedule(path: str | os.PathLike, schedule: KeepSchedule, **metadata: A
     if clash:
         raise UsageError(f"metadata keys {clash} are reserved for the schedule itself; rename them")
     values = list(schedule.values) if schedule.per_block else schedule.values
-    record = {"format": FORMAT, "version": VERSION, "keep": str(schedule), "rule": schedule.rule, "values": values,
-              "block_names": list(schedule.block_names) if schedule.block_names else None, **metadata}
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "keep": str(schedule),
+        "rule": schedule.rule,
+        "values": values,
+        "block_names": list(schedule.block_names) if schedule.block_names else None,
+        **metadata,
+    }
     return write_json(path, record)
 
 
@@ -52,14 +59,17 @@ def read_schedule_file(path: str | os.PathLike) -> tuple[KeepSchedule, dict[str,
     if not os.path.isfile(path):
         what = "is a folder" if os.path.isdir(path) else "does not exist"
         raise MissingPathError(
-            f"keep schedule file {path} {what}; give the schedule.json that `tp-spikformer calibrate --out DIR` "
+            f"keep schedule file {path} {what}; give the schedule.json that "
+            "`tp-spikformer calibrate --out DIR` "
             "wrote (DIR/schedule.json), or a keep such as 0.5 or 'side_ratio:0.9,0.8'"
         )
     try:
         with open(path) as f:
             record = json.load(f)
     except json.JSONDecodeError as err:
-        raise UsageError(f"keep schedule file {path} is not valid JSON ({err}); re-create it with calibrate") from None
+        raise UsageError(
+            f"keep schedule file {path} is not valid JSON ({err}); re-create it with calibrate"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read the keep schedule file {path}: {err}") from None
     if not isinstance(record, dict):
@@ -69,24 +79,32 @@ def read_schedule_file(path: str | os.PathLike) -> tuple[KeepSchedule, dict[str,
         raise UsageError(f"{path} is a {fmt!r} file, not a keep schedule ({FORMAT!r})")
     version = record.get("version", VERSION)
     if version != VERSION:
-        raise UsageError(f"{path}: keep schedule format version {version!r} is not supported (this release reads "
-                         f"version {VERSION}); re-create the file with this release's calibrate")
+        raise UsageError(
+            f"{path}: keep schedule format version {version!r} is not supported (this release reads "
+            f"version {VERSION}); re-create the file with this release's calibrate"
+        )
     missing = [k for k in ("rule", "values") if k not in record]
     if missing:
-        raise UsageError(f"keep schedule file {path} lacks {missing}; it needs 'rule' (e.g. \"fraction\") and "
-                         "'values' (a number or one number per block)")
+        raise UsageError(
+            f"keep schedule file {path} lacks {missing}; it needs 'rule' (e.g. \"fraction\") and "
+            "'values' (a number or one number per block)"
+        )
     names = record.get("block_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise UsageError(f"keep schedule file {path}: 'block_names' must be a list of strings or null")
     values = record["values"]
     try:
-        schedule = KeepSchedule(record["rule"], tuple(values) if isinstance(values, list) else values,
-                                block_names=tuple(names) if names else None)
+        schedule = KeepSchedule(
+            record["rule"],
+            tuple(values) if isinstance(values, list) else values,
+            block_names=tuple(names) if names else None,
+        )
     except UsageError as err:
         raise type(err)(f"keep schedule file {path}: {err}") from None
     if names and schedule.per_block and len(names) != len(schedule.values):
-        raise UsageError(f"keep schedule file {path} has {len(schedule.values)} values but names "
-                         f"{len(names)} blocks")
+        raise UsageError(
+            f"keep schedule file {path} has {len(schedule.values)} values but names {len(names)} blocks"
+        )
     return schedule, {k: v for k, v in record.items() if k not in _RESERVED}
 
 
