@@ -484,10 +484,14 @@ class _Search:
     def _allocate_verified(self, scorer, loss, saving, need, unit, smallest):
         ev, metric = self.ev, self.ev.metric
         extra = 0.0
+        why = f"still over the budget after {MAX_TIGHTEN} corrections of the cost model"
         for attempt in range(MAX_TIGHTEN):
             self.model_need = need + extra
             choice = allocate(loss, saving, self.model_need, unit)
             if choice is None:
+                why = (
+                    "after correcting the cost model by the measured overshoot no schedule of the levels fits"
+                )
                 break
             e = ev.evaluate(self.values(choice), with_cost=metric != "latency")
             cost, _, _ = self._cost_of(e, scorer)
@@ -500,14 +504,18 @@ class _Search:
                 extra += (cost - self.budget) * slope * self.dense_macs + unit
             else:
                 extra += (cost - self.budget) * ev.dense_cost_absolute + unit
-        self.notes.append(
-            f"{scorer}: the allocation did not reach the budget in its cost model after {MAX_TIGHTEN} "
-            "corrections; every block keeps its smallest level"
-        )
         self.model_need = sum(saving[b][j] for b, j in enumerate(smallest))
         e_min = ev.evaluate(self.values(smallest), with_cost=metric != "latency")
-        self._cost_of(e_min, scorer)
+        cost, _, _ = self._cost_of(e_min, scorer)
         self._record("allocate", scorer, e_min, smallest, attempt=MAX_TIGHTEN, model_need=self.model_need)
+        over = (
+            ""
+            if self.within(cost)
+            else f"; it measured {cost:.4f} of dense this time, over the budget (noise)"
+        )
+        self.notes.append(
+            f"{scorer}: the allocated schedule was {why}; every block keeps its smallest level{over}"
+        )
         return smallest, e_min
 
     def _refine(self, scorer, choice, e, loss, saving, need):
