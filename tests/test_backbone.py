@@ -5,10 +5,16 @@ import logging
 import pytest
 import torch
 
-from tp_spikformer.models import CheckpointError, create_model, list_models, load_checkpoint
+from tp_spikformer.models import (
+    CheckpointError,
+    create_model,
+    get_model_config,
+    list_models,
+    load_checkpoint,
+)
 from tp_spikformer.pruning import apply_tp
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
 
 def channels_and_grid(t, time_axis):

@@ -17,7 +17,8 @@ ALLOWED = {
     "measure": {"models", "pruning"},
     "data": set(),
     "plots": set(),
-    "tasks": {"models", "pruning", "measure", "data", "plots"},
+    # task engines reuse the training pieces shared by every task (optimiser, schedules, checkpoints)
+    "tasks": {"models", "pruning", "measure", "data", "plots", "training"},
 }
 
 

@@ -12,9 +12,10 @@ from tp_spikformer.models import (
     token_blocks,
 )
 
-ALL = list_models()
-OFFICIAL = list_models(include_tiny=False)
-TINY = list_models("*_tiny")
+# classification configurations (task models such as detectors and trackers are tested with their task)
+ALL = [n for n in list_models() if get_model_config(n).task == "classification"]
+OFFICIAL = [n for n in list_models(include_tiny=False) if get_model_config(n).task == "classification"]
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 FAMILIES = {"spikformer", "sdt_v1", "qkformer", "sdt_v3", "sdt_v2", "spikingformer"}
 
 

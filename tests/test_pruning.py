@@ -22,7 +22,7 @@ from tp_spikformer.pruning import (
     side_ratio,
 )
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 SCORERS = ["official", "paper", "spatial", "official_spatial", "random", "firing_rate"]
 
 

@@ -9,10 +9,17 @@ from torch import nn
 
 from conftest import build_tiny, sample_inputs
 
-from tp_spikformer.models import BlockPart, TokenBlock, create_model, list_models, token_blocks
+from tp_spikformer.models import (
+    BlockPart,
+    TokenBlock,
+    create_model,
+    get_model_config,
+    list_models,
+    token_blocks,
+)
 from tp_spikformer.pruning import apply_tp, fraction, get_tp_state, register_scorer, remove_tp, side, side_ratio
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
 
 def non_square(model):
@@ -378,3 +385,25 @@ def test_pruned_forward_never_syncs_on_cuda(name, tiny, inputs):
             model(x)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_backbone_called_on_its_own_runs_as_one_pass(inputs):
+    class Detectorish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_tiny("sdt_tiny", features_only=True)
+
+        def forward(self, x):
+            return self.backbone(x)[-1].mean()
+
+    det = Detectorish()
+    x = inputs(det.backbone)
+    state = apply_tp(det, keep=0.5, cumulative=True)
+    with torch.no_grad():
+        det.backbone(x)  # not through the detector's forward: still one pass, cumulative across blocks
+    recs = state.records
+    assert [r.name for r in recs] == ["backbone.block.0", "backbone.block.1"]
+    assert bool((recs[1].kept_mask() <= recs[0].kept_mask()).all())
+    assert get_tp_state(det.backbone) is state
+    remove_tp(det)
+    assert type(det.backbone).__name__ == "SpikeDrivenTransformer"

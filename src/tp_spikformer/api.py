@@ -24,13 +24,14 @@ from .errors import UsageError
 from .evaluate import check_labels, evaluate
 from .jsonio import dumps, write_json
 from .measure import EnergyConventions, benchmark, compare_reports, measure_energy
-from .measure.variants import make_variants, scorer_name, variant_label
+from .measure.variants import Variant, make_variants, scorer_name, variant_label
 from .pruning import get_tp_state
 from .pruning.schedule import parse_keep
+from .tasks.protocol import TaskSpec, get_task
 
-ROW_FIELDS = ["variant", "scorer", "keep", "top1", "top5", "n", "kept_fraction", "macs_per_image",
-              "sops_per_image", "energy_mj_per_image", "energy_ratio", "img_per_s", "speedup",
-              "latency_ms_bs1", "peak_memory_mb"]
+MEASURE_FIELDS = ["kept_fraction", "macs_per_image", "sops_per_image", "energy_mj_per_image", "energy_ratio",
+                  "backbone_sops_per_image", "backbone_energy_mj_per_image", "img_per_s", "speedup",
+                  "backbone_img_per_s", "backbone_speedup", "latency_ms_bs1", "peak_memory_mb"]
 
 
 def _progress(iterable: Iterable, desc: str, total: int | None, enabled: bool):
@@ -64,9 +65,29 @@ def dataset_batches(dataset: Any, batch_size: int, max_batches: int | None = Non
     return out
 
 
+def _classification_evaluate(model, dataset, *, batch_size, device, limit, out_dir=None) -> dict[str, Any]:
+    acc = evaluate(model, dataset, batch_size=batch_size, device=device, limit=limit)
+    return {"top1": acc["top1"], "top5": acc.get("top5"), "n": acc["n"]}
+
+
+def _classification_inputs(model, dataset, batch_size: int, n_batches: int | None) -> list[torch.Tensor]:
+    return dataset_batches(dataset, batch_size, n_batches)
+
+
+CLASSIFICATION = TaskSpec("classification", _classification_evaluate, (("top1", "top-1 %"), ("top5", "top-5 %")),
+                          _classification_inputs, backbone=lambda model: None)
+
+
+def task_spec(task: str | TaskSpec) -> TaskSpec:
+    """A :class:`TaskSpec` by name (``classification``, ``segmentation``, ``detection``, ``tracking``)."""
+    if isinstance(task, TaskSpec):
+        return task
+    return CLASSIFICATION if task == "classification" else get_task(task)
+
+
 @dataclass
 class Comparison:
-    """Rows (one per variant: dense first) of accuracy, SOPs/energy, throughput and memory."""
+    """Rows (one per variant: dense first) of the task's metrics, SOPs/energy, throughput and memory."""
 
     rows: list[dict[str, Any]]
     model: str
@@ -74,10 +95,12 @@ class Comparison:
     config: dict[str, Any] = field(default_factory=dict)
     energy_blocks: list[dict[str, Any]] = field(default_factory=list)  # per-block dense vs pruned (compare)
     benchmark: dict[str, Any] | None = None
+    metrics: list[tuple[str, str]] = field(default_factory=lambda: list(CLASSIFICATION.metrics))
+    task: str = "classification"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dataset": self.dataset, "config": self.config, "rows": self.rows,
-                "energy_blocks": self.energy_blocks, "benchmark": self.benchmark}
+        return {"model": self.model, "dataset": self.dataset, "task": self.task, "config": self.config,
+                "rows": self.rows, "energy_blocks": self.energy_blocks, "benchmark": self.benchmark}
 
     def to_json(self, path: str | None = None) -> str:
         """Strict JSON (NaN -> null); written to ``path`` when given."""
@@ -85,9 +108,13 @@ class Comparison:
             write_json(path, self.to_dict())
         return dumps(self.to_dict())
 
+    @property
+    def fields(self) -> list[str]:
+        return ["variant", "scorer", "keep", *(k for k, _ in self.metrics), "n", *MEASURE_FIELDS]
+
     def to_csv(self, path: str | None = None) -> str:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         for r in self.rows:
             writer.writerow(r)
@@ -97,15 +124,18 @@ class Comparison:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
-        head = ["variant", "scorer", "keep", "top-1 %", "top-5 %", "kept", "MACs/img", "SOPs/img", "mJ/img",
-                "img/s", "speedup", "ms @bs1", "peak MB"]
+        backbone = any(r.get("backbone_img_per_s") is not None for r in self.rows)
+        head = ["variant", "scorer", "keep", *(h for _, h in self.metrics), "kept", "MACs/img", "SOPs/img",
+                "mJ/img", "img/s", "speedup", *(["backbone img/s", "backbone speedup"] if backbone else []),
+                "ms @bs1", "peak MB"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r["variant"], r.get("scorer") or "-", r.get("keep") or "-", _f(r.get("top1"), 2),
-                     _f(r.get("top5"), 2), _f(r.get("kept_fraction"), 3), _si(r.get("macs_per_image")),
-                     _si(r.get("sops_per_image")), _f(r.get("energy_mj_per_image"), 4, sci=True),
-                     _f(r.get("img_per_s"), 1), _f(r.get("speedup"), 2), _f(r.get("latency_ms_bs1"), 1),
-                     _f(r.get("peak_memory_mb"), 1)]
+            cells = [r["variant"], r.get("scorer") or "-", r.get("keep") or "-",
+                     *(_f(r.get(k), 2) for k, _ in self.metrics), _f(r.get("kept_fraction"), 3),
+                     _si(r.get("macs_per_image")), _si(r.get("sops_per_image")),
+                     _f(r.get("energy_mj_per_image"), 4, sci=True), _f(r.get("img_per_s"), 1), _f(r.get("speedup"), 2),
+                     *([_f(r.get("backbone_img_per_s"), 1), _f(r.get("backbone_speedup"), 2)] if backbone else []),
+                     _f(r.get("latency_ms_bs1"), 1), _f(r.get("peak_memory_mb"), 1)]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         return "\n".join(lines)
 
@@ -133,6 +163,7 @@ def evaluate_variants(
     dataset: Any,
     variants: Sequence[tuple[str | None, Any, Any]],
     *,
+    task: str | TaskSpec = "classification",
     batch_size: int = 64,
     limit: int | None = None,
     energy_batches: int | None = 2,
@@ -144,67 +175,115 @@ def evaluate_variants(
     progress: bool = False,
     tp_kwargs: dict[str, Any] | None = None,
     dataset_name: str = "",
+    out_dir: str | None = None,
 ) -> Comparison:
     """Evaluate variants ``(label, keep, scorer)`` of ``model`` (``keep=None``: dense; ``label=None``: the
-    default ``<scorer>@<keep>``) on ``dataset``.
+    default ``<scorer>@<keep>``) on ``dataset`` for ``task`` (a name or a :class:`TaskSpec`).
 
-    Per variant: top-1/top-5 on the (first ``limit``) samples; MACs, SOPs and energy per image counted over
-    the first ``energy_batches`` batches (only what ran); throughput at ``speed_batch_size`` and latency at
-    batch 1 from ONE interleaved benchmark of all variants (ratios vs the first), with peak memory. All
-    variants share one patched copy of ``model``.
+    Per variant: the task's metrics on the (first ``limit``) samples (per-variant files under
+    ``out_dir/<label>/`` where the task writes any); MACs, SOPs and energy per image counted over the first
+    ``energy_batches`` input batches (only what ran), of the whole model and of its backbone; throughput at
+    ``speed_batch_size`` and latency at batch 1 from ONE interleaved benchmark of all variants (ratios vs
+    the first), with peak memory, for the whole model and for the backbone alone. All variants share one
+    patched copy of ``model``.
     """
+    spec = task_spec(task)
     for name, value in (("batch_size", batch_size), ("speed_batch_size", speed_batch_size),
                         ("speed_repeats", speed_repeats)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    check_labels(dataset, getattr(model, "num_classes", None))
+    if spec is CLASSIFICATION:
+        check_labels(dataset, getattr(model, "num_classes", None))
     built = make_variants(model, [(k, s) for _, k, s in variants], labels=[n for n, _, _ in variants],
                           **(tp_kwargs or {}))
     shared = built[0].model.to(device)
-    energy_inputs = dataset_batches(dataset, batch_size, energy_batches) if energy_batches else None
+    inputs = None
+    if energy_batches or (speed and not spec.timed_by_evaluate):
+        inputs = spec.sample_inputs(shared, dataset, batch_size, energy_batches or 1)
     rows, reports = [], {}
     for v in _progress(built, "variants", len(built), progress):
         m = v.activate()
-        acc = evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit)
+        where = os.path.join(out_dir, v.label) if out_dir else None
         row = {"variant": v.label, "scorer": None if v.keep is None else scorer_name(v.scorer),
-               "keep": None if v.keep is None else str(get_tp_state(m).keep), "top1": acc["top1"],
-               "top5": acc.get("top5"), "n": acc["n"]}
-        if energy_inputs is not None:
-            rep = reports[v.label] = measure_energy(m, energy_inputs, conventions)
-            row.update(macs_per_image=rep.totals["macs"], sops_per_image=rep.totals["sops"],
-                       energy_mj_per_image=rep.totals["energy_mj"], kept_fraction=rep.totals.get("kept_fraction"))
+               "keep": None if v.keep is None else str(get_tp_state(m).keep),
+               **spec.evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit, out_dir=where)}
+        if energy_batches:
+            reports[v.label] = _energy_row(row, m, spec.backbone(m), inputs, conventions)
         rows.append(row)
     if reports:
         base = rows[0].get("energy_mj_per_image")
         for r in rows:
             r["energy_ratio"] = r["energy_mj_per_image"] / base if base else None
-    bench = _benchmark_rows(built, rows, speed_batch_size, speed_repeats, device) if speed else None
+    bench = None
+    if speed and not spec.timed_by_evaluate:
+        bench = _benchmark_rows(built, rows, spec, inputs[0], speed_batch_size, speed_repeats, device)
     names = list(reports)
     blocks = compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows if len(names) >= 2 else []
     cfg = getattr(model, "config", None)
     return Comparison(
         rows=rows, model=getattr(cfg, "name", type(model).__name__), dataset=dataset_name,
-        config={"variants": [(v.label, _keep_label(v.keep), None if v.keep is None else scorer_name(v.scorer))
+        config={"task": spec.name,
+                "variants": [(v.label, _keep_label(v.keep), None if v.keep is None else scorer_name(v.scorer))
                              for v in built],
                 "batch_size": batch_size, "limit": limit, "energy_batches": energy_batches,
                 "speed_batch_size": speed_batch_size, "speed_repeats": speed_repeats, "device": str(device),
                 "conventions": (conventions or EnergyConventions()).__dict__, "tp": tp_kwargs or {}},
-        energy_blocks=blocks, benchmark=bench,
+        energy_blocks=blocks, benchmark=bench, metrics=list(spec.metrics), task=spec.name,
     )
 
 
-def _benchmark_rows(built, rows, speed_batch_size: int, repeats: int, device) -> dict[str, Any]:
-    """One interleaved benchmark of all variants; throughput, speedup, latency and memory into ``rows``."""
+def _energy_row(row: dict[str, Any], model: nn.Module, backbone: nn.Module | None, inputs, conventions):
+    """MACs / SOPs / energy per image of the whole model (and of the backbone) into ``row``."""
+    rep = measure_energy(model, inputs, conventions)
+    row.update(macs_per_image=rep.totals["macs"], sops_per_image=rep.totals["sops"],
+               energy_mj_per_image=rep.totals["energy_mj"], kept_fraction=rep.totals.get("kept_fraction"))
+    if backbone is not None:
+        part = measure_energy(backbone, inputs, conventions)
+        row.update(backbone_sops_per_image=part.totals["sops"], backbone_energy_mj_per_image=part.totals["energy_mj"])
+    return rep
+
+
+class _BackboneOf(nn.Module):
+    """Times a variant's backbone alone: switch the shared model to the variant, run its backbone."""
+
+    def __init__(self, variant: Variant, backbone: nn.Module):
+        super().__init__()
+        self.variant, self.part = variant, backbone
+
+    def forward(self, x: torch.Tensor):
+        self.variant.activate()
+        return self.part(x)
+
+
+def _benchmark_rows(built, rows, spec: TaskSpec, sample: torch.Tensor, speed_batch_size: int, repeats: int,
+                    device) -> dict[str, Any]:
+    """Interleaved benchmarks of all variants (and of their backbone); throughput, speedup, latency and
+    memory into ``rows``."""
     sizes = sorted({1, int(speed_batch_size)})
-    bench = benchmark({v.label: v for v in built}, batch_sizes=sizes, warmup=2, repeats=repeats, device=device)
+
+    def make_input(bs: int) -> torch.Tensor:
+        reps = -(-bs // sample.shape[0])
+        return sample.repeat(reps, *([1] * (sample.dim() - 1)))[:bs]
+
+    bench = benchmark({v.label: v for v in built}, batch_sizes=sizes, warmup=2, repeats=repeats, device=device,
+                      make_input=make_input)
     for r in rows:
         big = bench.get(r["variant"], sizes[-1])
         mem = big.get("peak_memory_bytes")
         r.update(img_per_s=big["throughput_per_s"], speedup=big["speedup"],
                  latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"],
                  peak_memory_mb=mem / 2**20 if mem is not None else None)
-    return bench.to_dict()
+    out = {"model": bench.to_dict()}
+    part = spec.backbone(built[0].model)
+    if part is not None:
+        bb = benchmark({v.label: _BackboneOf(v, part) for v in built}, batch_sizes=[sizes[-1]], warmup=2,
+                       repeats=repeats, device=device, make_input=make_input, memory=False)
+        for r in rows:
+            got = bb.get(r["variant"], sizes[-1])
+            r.update(backbone_img_per_s=got["throughput_per_s"], backbone_speedup=got["speedup"])
+        out["backbone"] = bb.to_dict()
+    return out
 
 
 def _keep_label(keep: Any) -> str | None:

@@ -39,6 +39,12 @@ def _load_model(args) -> torch.nn.Module:
 
 
 def _load_data(args, model):
+    task = getattr(args, "task", "classification")
+    if task != "classification":
+        from .api import task_spec
+
+        spec = task_spec(task)
+        return spec.load_dataset(args.dataset, root=args.data_root, split=args.split, model=model, limit=args.limit)
     from .data import load_dataset
 
     return load_dataset(args.dataset, split=args.split, root=args.data_root, data_cfg=model, limit=args.limit,
@@ -158,7 +164,9 @@ def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
     out = options.output_dir(args.out, args.command)
     model = _load_model(args)
     data = _load_data(args, model)
-    kwargs = {"batch_size": args.batch_size, "limit": args.limit, "energy_batches": args.energy_batches or None,
+    _check_task(args, model)
+    kwargs = {"task": args.task, "out_dir": out if args.task != "classification" else None,
+              "batch_size": args.batch_size, "limit": args.limit, "energy_batches": args.energy_batches or None,
               "conventions": _conventions(args), "speed": not args.no_speed,
               "speed_batch_size": args.speed_batch_size, "speed_repeats": args.repeats,
               "progress": not args.no_progress, "tp_kwargs": options.tp_options(args), "dataset_name": args.dataset}
@@ -172,6 +180,14 @@ def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
     _write_config(out, args, model)
     print(f"\nwrote {out}/: " + ", ".join(written + ["config.json"]))
     return 0
+
+
+def _check_task(args, model) -> None:
+    """The model must be one of the task's (a detector for --task detection, ...)."""
+    task = getattr(getattr(model, "config", None), "task", "classification")
+    if task != args.task:
+        raise UsageError(f"--model {args.model} is a {task} model; run it with --task {task} (or pick a "
+                         f"{args.task} model: `tp-spikformer models` marks each model's task)")
 
 
 def _cmd_bench(args) -> int:
@@ -310,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("sweep", True, _cmd_sweep, "sweep keep schedules and scorers; table + accuracy/energy/throughput plots"),
     ):
         e = sub.add_parser(name, help=text)
-        options.add_model_args(e), options.add_tp_args(e, multi=multi), options.add_data_args(e)
+        options.add_model_args(e), options.add_task_arg(e), options.add_tp_args(e, multi=multi), options.add_data_args(e)
         _add_measure_args(e), options.add_output_args(e, name), options.add_runtime_args(e)
         e.set_defaults(func=func)
 

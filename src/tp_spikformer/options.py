@@ -96,6 +96,14 @@ def add_model_args(p: argparse.ArgumentParser, *, pretrained_help: str = "the we
                    help="override constructor arguments, e.g. --set T=2 proj_lif_mode=per_sample")
 
 
+TASKS = ("classification", "segmentation", "detection", "tracking")
+
+
+def add_task_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=TASKS, default="classification",
+                   help="what the model does; selects the metrics, the datasets and the files written per variant")
+
+
 def add_data_args(p: argparse.ArgumentParser, default: str = "shipped", batch_size: int = 64,
                   split: str | None = "test", limit: bool = True) -> None:
     """``split=None`` / ``limit=False`` leave those options out (training has its own)."""

@@ -4,7 +4,8 @@ Names: ``fashion_mnist`` | ``mnist`` | ``cifar10`` | ``cifar100`` (in memory, ba
 ``imagefolder`` (``root/<class>/*.jpg``, decoded per item with the official eval transform);
 ``cifar10dvs`` | ``dvs128_gesture`` (event files binned into ``T`` frames); ``shipped`` (the Fashion-MNIST
 test slice packaged with tp-spikformer); ``npz:<path>`` (a slice saved with ``save_npz``);
-``synthetic[:<n>]`` (a small learnable image set for smoke tests).
+``synthetic[:<n>]`` (a small learnable image set for smoke tests); ``scenes[:<n>]`` (single-object scene
+classification, 112 x 112: :mod:`.scene_classification`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ._config import data_spec
 from .in_memory import InMemoryImages
 
 NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "cifar10dvs", "dvs128_gesture",
-         "shipped", "npz:<path>", "synthetic[:<n>]")
+         "shipped", "npz:<path>", "synthetic[:<n>]", "scenes[:<n>]")
 SHIPPED_SLICE = "fashion_mnist/fashion_mnist_test_2000.npz"
 
 
@@ -95,6 +96,13 @@ def load_dataset(
         ds = InMemoryImages.from_npz(shipped_path(SHIPPED_SLICE))
     elif name.startswith("npz:"):
         ds = InMemoryImages.from_npz(name[4:])
+    elif name == "scenes" or name.startswith("scenes:"):
+        from .scene_classification import scene_classification
+
+        _, _, n = name.partition(":")
+        if n and not (n.isdigit() and int(n) >= 1):
+            raise UsageError(f"dataset {name!r}: scenes:<n> needs a number of scenes n >= 1, e.g. scenes:2000")
+        ds = scene_classification("train" if split == "train" else "test", int(n) if n else None, root=root)
     elif name.startswith("synthetic"):
         _, _, n = name.partition(":")
         if n and not (n.isdigit() and int(n) >= 1):

@@ -13,7 +13,7 @@ from .benchmark import BenchmarkResult, benchmark, peak_memory
 from .conventions import ENERGY_PRESETS, EnergyConventions, energy_preset
 from .energy import compare_dense_pruned, measure_energy, measure_many
 from .flops import cross_check_flops
-from .ops import count_ops
+from .ops import ModelInputs, count_ops
 from .report import EnergyReport, ReportComparison, compare_reports
 from .variants import Variant, make_variants, variant_label
 
@@ -24,6 +24,7 @@ __all__ = [
     "BenchmarkResult",
     "EnergyConventions",
     "EnergyReport",
+    "ModelInputs",
     "ReportComparison",
     "Variant",
     "benchmark",

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .conventions import EnergyConventions
-from .ops import OpCounter, _device_of, iter_batches
+from .ops import OpCounter, _device_of, call_model, iter_batches
 from .report import EnergyReport, ReportComparison, compare_reports
 from .variants import make_variants
 
@@ -55,7 +55,7 @@ def measure_many(
         with torch.inference_mode():
             for x in iter_batches(inputs, max_batches):
                 for name, m in models.items():
-                    m(x.to(_device_of(m)))
+                    call_model(m, x, _device_of(m))
     finally:
         for name, m in models.items():
             counters[name].detach()

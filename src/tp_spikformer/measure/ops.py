@@ -610,14 +610,33 @@ class OpCounter:
 # -- convenience -------------------------------------------------------------------------------------
 
 
+class ModelInputs(tuple):
+    """The positional inputs of one forward of a model that takes several (a tracker's ``(template,
+    search)``): a batch of this type is passed as ``model(*batch)``, never read as an ``(x, y)`` pair."""
+
+    def to(self, device) -> "ModelInputs":
+        return ModelInputs(t.to(device) for t in self)
+
+
+def call_model(model: nn.Module, batch: Any, device: torch.device) -> Any:
+    """``model(*batch)`` for :class:`ModelInputs`, else ``model(batch)``, on ``device``."""
+    if isinstance(batch, ModelInputs):
+        return model(*batch.to(device))
+    return model(batch.to(device))
+
+
 def iter_batches(inputs: Any, max_batches: int | None = None):
     """Input tensors from a tensor, a list of tensors, or an iterable of batches (a DataLoader);
-    a batch that is a tuple/list (``(x, y)``) gives its first element, a dict its ``"image"``/``"x"``."""
+    a batch that is a tuple/list (``(x, y)``) gives its first element, a dict its ``"image"``/``"x"``;
+    a :class:`ModelInputs` batch is kept whole (several positional inputs)."""
     if isinstance(inputs, torch.Tensor):
         inputs = [inputs]
     for i, batch in enumerate(inputs):
         if max_batches is not None and i >= max_batches:
             break
+        if isinstance(batch, ModelInputs):
+            yield batch
+            continue
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
         elif isinstance(batch, dict):
@@ -648,7 +667,7 @@ def count_ops(
     try:
         with OpCounter(model, T=T) as counter, torch.inference_mode():
             for x in iter_batches(inputs, max_batches):
-                model(x.to(device))
+                call_model(model, x, device)
     finally:
         model.train(was_training)
     if counter.forwards == 0:

@@ -21,12 +21,15 @@ from ..pruning.schedule import parse_keep
 DENSE = "dense"
 
 
-def variant_label(keep: Any, scorer: str | Callable | None) -> str:
-    """``"dense"`` for ``keep=None``, else ``"<scorer>@<keep>"``, e.g. ``"official@fraction:0.5"``."""
+def variant_label(keep: Any, scorer: str | Callable | None, official: Any = None) -> str:
+    """``"dense"`` for ``keep=None``, else ``"<scorer>@<keep>"``, e.g. ``"official@fraction:0.5"``
+    (``keep="official"`` reads as the schedule ``official`` stands for, when given)."""
     if keep is None:
         return DENSE
     parsed = parse_keep(keep)
-    return f"{scorer_name(scorer or 'official')}@{parsed if isinstance(parsed, str) else str(parsed)}"
+    if isinstance(parsed, str):
+        parsed = official if official is not None else parsed
+    return f"{scorer_name(scorer or 'official')}@{parsed}"
 
 
 def scorer_name(scorer: str | Callable) -> str:
@@ -76,13 +79,21 @@ def make_variants(
         get_tp_state(shared).configure(**options)
     else:
         apply_tp(shared, keep=first, **options)
-    variants = [Variant(shared, keep, scorer, label)
+    official = _official_schedule(shared)
+    variants = [Variant(shared, keep, scorer, label or variant_label(keep, scorer, official))
                 for (keep, scorer), label in zip(configs, labels or [None] * len(configs))]
     names = [v.label for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant labels must be unique, got {names}")
     variants[0].activate()
     return variants
+
+
+def _official_schedule(model: nn.Module) -> str | None:
+    try:
+        return str(get_tp_state(model).official_keep())
+    except ValueError:  # the model declares no official schedule
+        return None
 
 
 def make_neurons_fire(model: nn.Module, seed: int = 0) -> nn.Module:

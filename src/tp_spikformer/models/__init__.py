@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (importing a family registers its configurations)
     fashion_mnist,  # noqa: F401  (small Fashion-MNIST configurations with shipped weights)
     qkformer,
+    scenes,  # noqa: F401  (small single-object scene classifiers with 14x14 token grids)
     sdt,
     sdt_v2,
     sdt_v3,

@@ -70,6 +70,8 @@ class TPDefaults:
     * ``fallback_fraction``: the keep fraction ``keep="official"`` means on a model whose depth does not
       match the official schedule (documented per family; None: no default, the user must choose).
     * ``source``: where the values come from.
+    * ``protect`` / ``demote``: callables ``(H, W) -> bool mask [N] or None`` of tokens always kept (a
+      tracker's template) and tokens ranked last (padding); the pruning state's defaults for them.
     """
 
     window: int = 3
@@ -77,6 +79,8 @@ class TPDefaults:
     keep_values: tuple[float, ...] | None = None
     fallback_fraction: float | None = None
     source: str = ""
+    protect: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
+    demote: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
 
 
 class TokenBlock(nn.Module):

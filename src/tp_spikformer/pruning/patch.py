@@ -11,7 +11,8 @@ The patch swaps each block's class for a subclass (made once per class) whose ``
 3. scatters the result into the block input (or what a dense part made of it), so stopped tokens pass
    through unchanged and the layout stays intact for the next block, downsampling stages and dense heads.
 
-The patched model's class is swapped too, for one whose entry points (``forward``, ``forward_features``,
+The patched model's class is swapped too (and that of every sub-model with its own ``forward_features``,
+such as a detector's backbone), for one whose entry points (``forward``, ``forward_features``,
 ``forward_intermediates``) open a forward-pass scope (:meth:`TPState.forward_pass`): records and
 cumulative stopping belong to that pass, whichever blocks run, in whatever order, however often.
 
@@ -101,6 +102,7 @@ def apply_tp(
     cumulative: bool = _UNSET,
     gather_order: str = _UNSET,
     protect: Any = _UNSET,
+    demote: Any = _UNSET,
     record: bool = _UNSET,
     seed: int = _UNSET,
     check: bool = _UNSET,
@@ -124,7 +126,9 @@ def apply_tp(
             code), or ``"auto"`` (default: score order only where a block declares ``order_sensitive``, i.e.
             QKFormer's batch-coupled compatibility mode, so the official outputs are reproduced).
         protect: tokens always kept, counting toward each block's keep count (a tracker's template): a bool
-            mask ``[N]`` / ``[B, N]`` or a callable ``(H, W) -> mask or None``.
+            mask ``[N]`` / ``[B, N]`` or a callable ``(H, W) -> mask or None`` (default: what the model
+            declares in its ``tp_defaults``, else none).
+        demote: tokens ranked after all others (a tracker's zero padding); same forms and default rule.
         record: keep each block call's kept indices and scores in ``state.records`` (default True).
         seed: seed of the ``random`` scorer (re-seeded every forward, so repeated calls agree).
         check: run the host-side checks (finite scores, protected counts) on every forward, not only on the
@@ -137,7 +141,7 @@ def apply_tp(
     cannot run on a subset of tokens.
     """
     options = {k: v for k, v in dict(keep=keep, scorer=scorer, window=window, mode=mode, cumulative=cumulative,
-                                     gather_order=gather_order, protect=protect, record=record, seed=seed,
+                                     gather_order=gather_order, protect=protect, demote=demote, record=record, seed=seed,
                                      check=check, enabled=enabled).items() if v is not _UNSET}
     if options.get("window", _UNSET) is None:
         del options["window"]  # None = keep the current / default window
@@ -172,13 +176,25 @@ def apply_tp(
         block._tp_state = state
         block._tp_index = i
         block.__class__ = _tp_class(block.__class__)
+    for module in _entry_modules(model):
+        module._tp_state = state
+        module._tp_original_class = module.__class__
+        module.__class__ = _root_class(module.__class__)
     model._tp_state = state
-    if not isinstance(model, TokenBlock):
-        model._tp_original_class = model.__class__
-        model.__class__ = _root_class(model.__class__)
     _log.info("TP applied to %d blocks (%s): keep=%s scorer=%s", len(blocks), ", ".join(state.block_names),
               state.keep, state.scorer_name)
     return state
+
+
+def _entry_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose entry points open a forward-pass scope: the patched model itself and every sub-model
+    with its own entry points (a detector's or tracker's backbone), so a backbone called on its own also
+    runs as one pass."""
+    found = [] if isinstance(model, TokenBlock) else [model]
+    for m in model.modules():
+        if m is not model and not isinstance(m, TokenBlock) and hasattr(type(m), "forward_features"):
+            found.append(m)
+    return found
 
 
 def _find_defaults(model: nn.Module, num_blocks: int) -> TPDefaults | None:
@@ -245,7 +261,7 @@ def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> 
     protect = st.protect_mask((h, w), batch, x.device)
     if protect is not None and st.checking:
         _check_protected(st, name, protect, k, alive)
-    index = top_tokens(scores, k, alive, protect)  # [B, k] grid positions, best first
+    index = top_tokens(scores, k, alive, protect, st.demote_mask((h, w), batch, x.device))  # [B, k], best first
     if st.gather_order == "score" or (st.gather_order == "auto" and block.order_sensitive):
         gather_index = index
     else:

@@ -10,14 +10,18 @@ import torch
 
 
 def top_tokens(
-    scores: torch.Tensor, k: int, alive: torch.Tensor | None = None, protect: torch.Tensor | None = None
+    scores: torch.Tensor, k: int, alive: torch.Tensor | None = None, protect: torch.Tensor | None = None,
+    demote: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Indices ``[B, k]`` of the ``k`` best tokens per sample, best first; ties go to the lower index.
 
     ``alive`` (bool ``[B, N]``) restricts the choice to tokens still alive (cumulative stopping / drop mode;
-    the caller makes sure at least ``k`` are); ``protect`` (bool ``[B, N]``) tokens come first, always kept.
-    Nothing here reads a tensor on the host.
+    the caller makes sure at least ``k`` are); ``protect`` (bool ``[B, N]``) tokens come first, always kept;
+    ``demote`` (bool ``[B, N]``) tokens come after every other alive token (padding). Nothing here reads a
+    tensor on the host.
     """
+    if demote is not None:
+        scores = scores.masked_fill(demote, torch.finfo(scores.dtype).min)
     if alive is not None:
         scores = scores.masked_fill(~alive, float("-inf"))
     if protect is not None:

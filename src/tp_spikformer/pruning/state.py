@@ -66,8 +66,8 @@ class TPState:
     ``cumulative``, ``gather_order``, ``protect``, ``record``, ``seed``, ``check``.
     """
 
-    _CONFIG = ("keep", "scorer", "window", "mode", "cumulative", "gather_order", "protect", "record", "seed",
-               "check", "enabled")
+    _CONFIG = ("keep", "scorer", "window", "mode", "cumulative", "gather_order", "protect", "demote", "record",
+               "seed", "check", "enabled")
 
     def __init__(self, block_names: list[str], family: str | None, defaults: TPDefaults | None,
                  supports_drop: bool = False):
@@ -81,7 +81,8 @@ class TPState:
         self._mode = "stop"
         self._cumulative = False
         self._gather_order = "auto"
-        self._protect: ProtectSpec = None
+        self._protect: ProtectSpec = defaults.protect if defaults is not None else None
+        self._demote: ProtectSpec = defaults.demote if defaults is not None else None
         self._record = True
         self._seed = 0
         self._check = False
@@ -195,14 +196,19 @@ class TPState:
 
     @protect.setter
     def protect(self, value: ProtectSpec) -> None:
-        if value is not None and not callable(value):
-            if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or value.dim() not in (1, 2):
-                raise UsageTypeError(
-                    "protect must be None, a bool tensor [N] or [B, N] (True = always keep) or a callable "
-                    f"(H, W) -> mask; got {type(value).__name__}"
-                    + (f" of dtype {value.dtype} and shape {list(value.shape)}" if isinstance(value, torch.Tensor) else "")
-                )
+        _check_mask_spec("protect", value)
         self._protect = value
+        self._changed()
+
+    @property
+    def demote(self) -> ProtectSpec:
+        """Tokens ranked after every other token (e.g. a tracker's zero padding): same forms as ``protect``."""
+        return self._demote
+
+    @demote.setter
+    def demote(self, value: ProtectSpec) -> None:
+        _check_mask_spec("demote", value)
+        self._demote = value
         self._changed()
 
     @property
@@ -311,7 +317,14 @@ class TPState:
 
     def protect_mask(self, grid: tuple[int, int], batch: int, device: torch.device) -> torch.Tensor | None:
         """The protected tokens of a ``grid`` as bool ``[B, H*W]`` (None: none protected)."""
-        spec = self._protect
+        return self._mask("protect", self._protect, grid, batch, device)
+
+    def demote_mask(self, grid: tuple[int, int], batch: int, device: torch.device) -> torch.Tensor | None:
+        """The demoted tokens of a ``grid`` as bool ``[B, H*W]`` (None: none)."""
+        return self._mask("demote", self._demote, grid, batch, device)
+
+    def _mask(self, what: str, spec: ProtectSpec, grid: tuple[int, int], batch: int,
+              device: torch.device) -> torch.Tensor | None:
         if spec is None:
             return None
         mask = spec(grid) if callable(spec) else spec
@@ -321,11 +334,11 @@ class TPState:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape[-1] != n or mask.dim() not in (1, 2):
             got = f"shape {list(mask.shape)}, dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise UsageError(
-                f"state.protect gave {got} for a {grid[0]}x{grid[1]} grid; expected a bool mask [{n}] or "
+                f"state.{what} gave {got} for a {grid[0]}x{grid[1]} grid; expected a bool mask [{n}] or "
                 f"[B, {n}] (a model with several grids needs a callable (H, W) -> mask or None)"
             )
         if mask.dim() == 2 and mask.shape[0] not in (1, batch):
-            raise UsageError(f"state.protect has {mask.shape[0]} rows but the batch has {batch} samples")
+            raise UsageError(f"state.{what} has {mask.shape[0]} rows but the batch has {batch} samples")
         return mask.to(device).expand(batch, n)
 
     # -- what the last forward did -----------------------------------------------------------------------
@@ -356,6 +369,16 @@ class TPState:
     def __repr__(self) -> str:
         return (f"TPState(blocks={len(self.block_names)}, keep={self.keep}, scorer={self.scorer_name}, "
                 f"window={self.window}, mode={self.mode}, cumulative={self.cumulative})")
+
+
+def _check_mask_spec(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or value.dim() not in (1, 2):
+            raise UsageTypeError(
+                f"{name} must be None, a bool tensor [N] or [B, N] or a callable (H, W) -> mask; got "
+                f"{type(value).__name__}"
+                + (f" of dtype {value.dtype} and shape {list(value.shape)}" if isinstance(value, torch.Tensor) else "")
+            )
 
 
 def _bool(name: str, value: Any) -> bool:

@@ -1,0 +1,65 @@
+"""The detection task for the comparison runner (``tp-spikformer eval --task detection``): COCO mAP by
+pycocotools from a results file per variant (``<out>/<variant>/detections.json``), SOPs/energy and
+throughput of the whole detector and of its backbone on letterboxed images."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from ..protocol import TaskSpec, register_task
+from .engine import _indices, evaluate_detection, preprocess_for
+from .preprocess import make_batch
+
+METRICS = (("mAP", "mAP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_S", "AP_S"), ("AP_M", "AP_M"), ("AP_L", "AP_L"))
+
+
+def evaluate(model, dataset, *, batch_size: int, device, limit, out_dir=None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out_file = os.path.join(out_dir or tmp, "detections.json")
+        res = evaluate_detection(model, dataset, out_file=out_file, batch_size=batch_size, device=device, limit=limit)
+    keep = {k: res.get(k) for k, _ in METRICS}
+    return {**keep, "n": len(_indices(dataset, limit)), "results_file": res["results_file"] if out_dir else None}
+
+
+def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[torch.Tensor]:
+    """Letterboxed, normalised, padded image batches as the detector sees them."""
+    pre = preprocess_for(model)
+    idx = _indices(dataset, batch_size * n_batches)
+    batches = []
+    for start in range(0, len(idx), batch_size):
+        images, _, _ = make_batch([pre(*dataset[i]) for i in idx[start : start + batch_size]], model.size_divisor)
+        batches.append(images)
+    return batches
+
+
+DATASETS = ("coco", "scenes[:<n>]")
+
+
+def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
+    """``coco``: ``<root>/annotations/instances_<split>.json`` + ``<root>/<split>/`` (any COCO-format set,
+    e.g. written by ``tp-spikformer make-scenes``); ``scenes[:<n>]``: n (default 500) validation scenes of the
+    model's input size generated on the fly (objects from the shipped Fashion-MNIST slice)."""
+    from ...data import CocoDetection
+    from ...data.scenes import SceneConfig, SceneDataset
+    from ...errors import UsageError
+
+    if name == "coco":
+        if root is None:
+            raise UsageError("dataset coco needs its root folder (--data-root) with annotations/instances_<split>.json")
+        return CocoDetection(root, split)
+    if name == "scenes" or name.startswith("scenes:"):
+        n = name.partition(":")[2]
+        if n and not (n.isdigit() and int(n) >= 1):
+            raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
+        _, h, w = model.config.data.input_size
+        return SceneDataset(SceneConfig(height=h, width=w, split="test", seed=0), int(n or 500), mode="detection",
+                            source="shipped")
+    raise UsageError(f"unknown detection dataset {name!r}; choose one of {DATASETS}")
+
+
+SPEC = register_task(TaskSpec("detection", evaluate, METRICS, sample_inputs, load_dataset=load_dataset,
+                              dataset_names=DATASETS))
