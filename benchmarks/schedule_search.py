@@ -18,9 +18,9 @@ do not). Prints JSON (and writes it to ``--out``).
 
 Data and metric per model are pluggable: ``BEDS`` maps a test-bed name to (calibration loader, held-out
 loader, evaluate function, objective); ``MODEL_BEDS`` maps a model to its bed (``--models name:bed``
-overrides it). Scene classifiers, segmentation and detection models plug in by adding a bed whose evaluate
-function returns per-image scores (e.g. per-image mIoU) and whose objective fits (``features`` for dense
-heads).
+overrides it): ``fashion_mnist`` for the shipped ``*_fmnist`` models, ``scenes`` for the ``*_scenes``
+classifiers. Segmentation and detection models plug in by adding a bed whose evaluate function returns
+per-image scores (e.g. per-image mIoU) and whose objective fits (``features`` for dense heads).
 
 Usage: python benchmarks/schedule_search.py [--models spikformer_fmnist sdt_fmnist ...] [--metrics macs sops]
        [--budgets 0.5 0.7] [--calibration-size 256] [--limit N] [--threads 1] [--out file.json]
@@ -90,6 +90,14 @@ BEDS: dict[str, Bed] = {
             slice(1000, 1000 + (a.limit or 1000))
         ),
     ),
+    # single-object scenes with ImageNet-like 14x14 token grids: calibration from 1,000 generated training
+    # scenes (Fashion-MNIST train objects), evaluation on the fixed test scenes (test objects)
+    "scenes": Bed(
+        calibration=lambda m, a: load_dataset("scenes:1000", split="train", root=a.data_root, data_cfg=m),
+        held_out=lambda m, a: load_dataset(
+            "scenes", split="test", root=a.data_root, data_cfg=m, limit=a.limit
+        ),
+    ),
     # smoke tests: two synthetic sets drawn with different seeds
     "synthetic": Bed(
         calibration=lambda m, a: synthetic_dataset(
@@ -101,6 +109,7 @@ BEDS: dict[str, Bed] = {
     ),
 }
 MODEL_BEDS = {
+    **{f"{f}_scenes": "scenes" for f in ("spikformer", "sdt", "qkformer", "sdt_v3")},
     "spikformer_fmnist": "fashion_mnist",
     "sdt_fmnist": "fashion_mnist",
     "qkformer_fmnist": "fashion_mnist",
@@ -141,6 +150,11 @@ def _batches(data, batch_size: int):
 
 def _load_model(name: str, fire: bool):
     cfg = tp.get_model_config(name)
+    if not cfg.weights and not fire:
+        raise UsageError(
+            f"model {name} has no trained weights in the package; train it first (scenes classifiers: "
+            "scripts/train_scenes.sh), or pass --fire for a random-weight smoke run"
+        )
     model = tp.create_model(name, pretrained=bool(cfg.weights)).eval()
     if fire:  # smoke tests with random weights: BatchNorm statistics under which neurons fire
         from tp_spikformer.measure.variants import make_neurons_fire
@@ -341,6 +355,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    bad = [b for b in args.budgets if not 0 < b <= 1]
+    if bad:
+        raise UsageError(f"--budgets {bad}: budgets are fractions of the dense model's cost, 0 < budget <= 1")
+    for spec in args.models:  # every model and bed checked before any work
+        name, _ = bed_of(spec)
+        if not tp.get_model_config(name).weights and not args.fire:
+            _load_model(name, args.fire)  # raises with the reason
     torch.set_num_threads(args.threads)
     results = {
         "benchmark": "schedule_search",
@@ -360,4 +381,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tp_spikformer.options import run_main
+
+    raise SystemExit(run_main(main, "schedule_search.py"))
