@@ -5,7 +5,7 @@
     print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
 """
 
-from . import measure, pruning, tasks  # noqa: F401  (tasks register their models)
+from . import calibrate, measure, pruning, tasks  # noqa: F401  (tasks register their models; calibrate is callable)
 from .api import bench, compare, evaluate_variants, save_sweep_plots, sweep, visualize
 from .data import load_dataset
 from .evaluate import evaluate
@@ -17,6 +17,7 @@ __all__ = [
     "__version__",
     "apply_tp",
     "bench",
+    "calibrate",
     "compare",
     "create_model",
     "evaluate",

@@ -1,5 +1,5 @@
-"""The ``tp-spikformer`` command: models, scorers, eval, sweep, bench, visualize, train, finetune, demo,
-make-scenes.
+"""The ``tp-spikformer`` command: models, scorers, eval, sweep, bench, calibrate, visualize, train, finetune,
+demo, make-scenes.
 
 Every command speaks one vocabulary (``tp_spikformer.options``). Commands that produce results write them to
 ``--out`` (default: a new ``tp-spikformer-out/<command>-<time>`` folder) as JSON and CSV beside
@@ -65,6 +65,29 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-speed", action="store_true", help="skip the throughput benchmark")
     g.add_argument("--speed-batch-size", type=options.positive_int, default=32)
     g.add_argument("--repeats", type=options.positive_int, default=5, help="timed rounds of the benchmark")
+
+
+def _add_calibrate_args(p: argparse.ArgumentParser) -> None:
+    from .calibrate import DEFAULT_LEVELS, OBJECTIVES
+    from .pruning import scorer_names
+
+    g = p.add_argument_group("search")
+    g.add_argument("--budget", type=float, required=True,
+                   help="allowed cost as a fraction of the dense model's (0 < budget <= 1), e.g. 0.5")
+    g.add_argument("--metric", choices=["macs", "sops", "latency"], default="macs",
+                   help="counted MACs or SOPs per image, or measured latency (noisy)")
+    g.add_argument("--objective", choices=list(OBJECTIVES), default="accuracy",
+                   help="accuracy (labelled data), logits_kl or features (unlabelled: closeness to the dense model)")
+    g.add_argument("--calibration-size", type=options.positive_int, default=256,
+                   help="calibration samples drawn (seeded) from the dataset (default 256)")
+    g.add_argument("--seed", type=options.non_negative_int, default=0)
+    g.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS),
+                   help="keep fractions a block may take (default 1.0 0.9 ... 0.1)")
+    g.add_argument("--refine-rounds", type=options.non_negative_int, default=3)
+    g.add_argument("--search-scorers", nargs="+", default=None, choices=scorer_names(), metavar="SCORER",
+                   help="search the scorer too, among these (default: --scorer only)")
+    g.add_argument("--latency-repeats", type=options.positive_int, default=15,
+                   help="timing rounds per latency measurement (--metric latency)")
 
 
 def _conventions(args):
@@ -189,6 +212,31 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+    from .runtime import resolve_device
+
+    if args.keep is not None:
+        raise UsageError("calibrate searches the keep schedule, so --keep is not used; give --budget (a fraction of "
+                         "the dense model's cost) and apply the result with --keep <out>/schedule.json")
+    out = options.output_dir(args.out, "calibrate")
+    model = _load_model(args)
+    data = _load_data(args, model)
+    result = calibrate(
+        model, data, budget=args.budget, metric=args.metric, objective=args.objective,
+        scorers=args.search_scorers or args.scorer or "official", calibration_size=args.calibration_size,
+        batch_size=args.batch_size, seed=args.seed, levels=args.levels, refine_rounds=args.refine_rounds,
+        latency_repeats=args.latency_repeats, device=resolve_device(args.device), verbose=False,
+        **options.tp_options(args))
+    print(result)
+    result.save(os.path.join(out, "schedule.json"))
+    result.save_report(os.path.join(out, "calibration_report.json"))
+    _write_config(out, args, model)
+    print(f"\nwrote {out}/: schedule.json, calibration_report.json, config.json")
+    print(f"apply it with: --keep {os.path.join(out, 'schedule.json')} --scorer {result.scorer}")
+    return 0
+
+
 def _cmd_visualize(args) -> int:
     from .api import visualize
 
@@ -289,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=options.non_negative_int, default=2)
     options.add_output_args(b, "bench"), options.add_runtime_args(b)
     b.set_defaults(func=_cmd_bench, keeps=["official"], scorers=["official"])
+
+    c = sub.add_parser("calibrate", help="search per-block keep fractions for a MACs/SOPs/latency budget; writes "
+                       "schedule.json for --keep")
+    options.add_model_args(c)
+    options.add_tp_args(c, default_keep=None, title="token pruning (the keep schedule is searched)")
+    options.add_data_args(c, split="train")
+    _add_calibrate_args(c)
+    options.add_output_args(c, "calibrate"), options.add_runtime_args(c)
+    c.set_defaults(func=_cmd_calibrate)
 
     v = sub.add_parser("visualize", help="kept-token masks per block and the token-depth map over the input (PNG)")
     options.add_model_args(v), options.add_tp_args(v), options.add_data_args(v)

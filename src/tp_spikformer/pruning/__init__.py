@@ -2,6 +2,7 @@
 
 from .patch import apply_tp, get_tp_state, is_patched, remove_tp, run_parts
 from .schedule import KeepSchedule, count, fraction, parse_keep, prune_ratio, side, side_ratio
+from .schedule_file import load_schedule, read_schedule_file, save_schedule
 from .scorers import ScoreContext, describe_scorers, get_scorer, register_scorer, scorer_names
 from .select import gather_tokens, scatter_tokens, top_tokens
 from .state import BlockRecord, TPState
@@ -19,11 +20,14 @@ __all__ = [
     "get_scorer",
     "get_tp_state",
     "is_patched",
+    "load_schedule",
     "parse_keep",
     "prune_ratio",
+    "read_schedule_file",
     "register_scorer",
     "remove_tp",
     "run_parts",
+    "save_schedule",
     "scatter_tokens",
     "scorer_names",
     "side",

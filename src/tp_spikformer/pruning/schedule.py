@@ -12,12 +12,19 @@ Rules (``KeepSchedule.rule``), each with one value for every block or a per-bloc
 
 Values outside these ranges raise; nothing is clamped. Ceilings ignore float noise below 1e-9
 (``ceil(0.7 * 100)`` is 70, not 71).
+
+A schedule may name the blocks it was made for (``block_names``, e.g. a calibrated schedule): applying it to
+a model whose patched blocks have other names warns. Schedules are saved and loaded as JSON
+(:meth:`KeepSchedule.save`, :meth:`KeepSchedule.load`, :mod:`.schedule_file`); :func:`parse_keep` reads
+any string ending in ``.json`` as such a file.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import UsageError, UsageTypeError
@@ -28,10 +35,14 @@ _CEIL_SLACK = 1e-9
 
 @dataclass(frozen=True)
 class KeepSchedule:
-    """A keep rule with one value (all blocks) or one value per block."""
+    """A keep rule with one value (all blocks) or one value per block.
+
+    ``block_names`` (optional, not part of equality): the patched blocks the schedule was made for.
+    """
 
     rule: str
     values: float | int | tuple[float | int, ...]
+    block_names: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -42,6 +53,26 @@ class KeepSchedule:
             object.__setattr__(self, "values", tuple(self.values))
         for v in self._all_values():
             _check_value(self.rule, v)
+        if self.block_names is not None:
+            names = tuple(self.block_names)
+            if not all(isinstance(n, str) for n in names):
+                raise UsageTypeError(f"block_names must be strings, got {self.block_names!r}")
+            if self.per_block and len(names) != len(self.values):
+                raise UsageError(f"{len(self.values)} keep values but {len(names)} block names")
+            object.__setattr__(self, "block_names", names)
+
+    def save(self, path: str | os.PathLike, **metadata: Any) -> str:
+        """Write the schedule as JSON (see :mod:`.schedule_file`); ``metadata`` is stored beside it."""
+        from .schedule_file import save_schedule
+
+        return save_schedule(path, self, **metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> KeepSchedule:
+        """The schedule in a JSON file written by :meth:`save` or by ``calibrate``."""
+        from .schedule_file import load_schedule
+
+        return load_schedule(path)
 
     def _all_values(self) -> tuple:
         return self.values if isinstance(self.values, tuple) else (self.values,)
@@ -51,12 +82,18 @@ class KeepSchedule:
         return isinstance(self.values, tuple)
 
     def check_length(self, num_blocks: int, block_names: Sequence[str] = ()) -> None:
+        """Raise when a per-block schedule does not fit ``num_blocks``; warn when the schedule names other
+        blocks than ``block_names`` (a schedule made for another model)."""
+        made_for = f" (it was made for blocks {', '.join(self.block_names)})" if self.block_names else ""
         if self.per_block and len(self.values) != num_blocks:
             names = f" ({', '.join(block_names)})" if block_names else ""
             raise UsageError(
                 f"the keep schedule has {len(self.values)} values but the model has {num_blocks} patched "
-                f"blocks{names}; give one value per block or a single value for all"
+                f"blocks{names}{made_for}; give one value per block or a single value for all"
             )
+        if self.block_names and block_names and tuple(block_names) != self.block_names:
+            warnings.warn(f"the keep schedule {self} was made for blocks {list(self.block_names)} but is applied "
+                          f"to blocks {list(block_names)}; check that it belongs to this model", stacklevel=3)
 
     def value_for(self, block: int) -> float | int:
         return self.values[block] if self.per_block else self.values
@@ -136,15 +173,26 @@ def prune_ratio(values) -> KeepSchedule:
 def parse_keep(spec: Any) -> KeepSchedule | str:
     """Turn a user's ``keep`` into a :class:`KeepSchedule` (or ``"official"``, resolved per family).
 
-    Accepts a :class:`KeepSchedule`; a number or list of numbers (keep fractions); ``"official"``; or a
-    string ``"<rule>:<v>[,<v>...]"`` such as ``"side:12,12,10"``, ``"prune_ratio:0.3"`` or ``"0.5"``.
+    Accepts a :class:`KeepSchedule`; a number or list of numbers (keep fractions); ``"official"``; a
+    string ``"<rule>:<v>[,<v>...]"`` such as ``"side:12,12,10"``, ``"prune_ratio:0.3"`` or ``"0.5"``; the
+    path of a schedule JSON file (any string or path ending in ``.json``, e.g. ``calibrate``'s
+    ``schedule.json``); or an object with a ``schedule`` attribute holding a :class:`KeepSchedule` (a
+    calibration result).
     """
     if isinstance(spec, KeepSchedule):
         return spec
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if isinstance(getattr(spec, "schedule", None), KeepSchedule):
+        return spec.schedule
     if isinstance(spec, str):
         text = spec.strip()
         if text == "official":
             return "official"
+        if text.lower().endswith(".json"):
+            from .schedule_file import load_schedule
+
+            return load_schedule(text)
         rule, sep, vals = text.partition(":")
         if not sep:
             rule, vals = "fraction", text
@@ -164,5 +212,5 @@ def parse_keep(spec: Any) -> KeepSchedule | str:
         return KeepSchedule("fraction", float(spec))
     raise UsageTypeError(
         f"cannot use {spec!r} as a keep schedule; pass a fraction (0.5), a list of fractions, 'official', "
-        "a KeepSchedule (e.g. side_ratio([0.9, 0.8])) or a string like 'side:12,12,10'"
+        "a KeepSchedule (e.g. side_ratio([0.9, 0.8])), a string like 'side:12,12,10' or a schedule .json file"
     )
