@@ -291,6 +291,20 @@ def _cmd_make_scenes(args) -> int:
     return 0
 
 
+def _cmd_make_tracking(args) -> int:
+    from .data.tracking_synth import make_tracking_dataset
+    from .jsonio import dumps
+
+    out = options.output_dir(args.out, "make-tracking")
+    h, w = _size(args.size)
+    summary = make_tracking_dataset(out, train=args.train, test=args.test, frames=args.frames, height=h, width=w,
+                                    seed=args.seed, source=args.source, root=args.data_root,
+                                    progress=not args.no_progress, overwrite=args.overwrite,
+                                    event_format=args.event_format)
+    print(dumps(summary))
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     """``128`` or ``96x160`` (height x width)."""
     parts = text.lower().split("x")
@@ -384,6 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--overwrite", action="store_true", help="replace scenes already in --out")
     options.add_output_args(ms, "make-scenes")
     ms.set_defaults(func=_cmd_make_scenes)
+
+    mt = sub.add_parser("make-tracking", help="generate event-camera tracking sequences (ESIM-style events of moving "
+                        "Fashion-MNIST objects over panning textures) in the FE108 layout")
+    mt.add_argument("--train", type=options.non_negative_int, default=300, help="training sequences")
+    mt.add_argument("--test", type=options.non_negative_int, default=40, help="test sequences")
+    mt.add_argument("--frames", type=options.positive_int, default=48, help="annotated frames per sequence")
+    mt.add_argument("--size", default="128", help="sensor size N or HxW (default 128)")
+    mt.add_argument("--seed", type=options.non_negative_int, default=0)
+    mt.add_argument("--source", choices=["idx", "shipped"], default=None,
+                    help="Fashion-MNIST objects: IDX files (default) or the shipped slice (offline)")
+    mt.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files")
+    mt.add_argument("--event-format", choices=["npz", "aedat4"], default="npz")
+    mt.add_argument("--overwrite", action="store_true", help="replace sequences already in --out")
+    options.add_output_args(mt, "make-tracking")
+    mt.set_defaults(func=_cmd_make_tracking)
     return p
 
 
