@@ -1,101 +1,181 @@
-"""Accuracy under token pruning on the full Fashion-MNIST test set, for the shipped model of each family.
+"""Accuracy retention per scorer with 95 % confidence intervals, on two test beds, and where the kept tokens
+fall relative to the objects (prints JSON; ``--out`` writes it).
 
-Training-free top-1 of the dense model and of TP with each scorer (``official``, ``paper``, the paper's
-``spatial`` and ``temporal`` parts, the official code's ``official_spatial`` and ``official_temporal``
-parts, ``random``) at keep fractions 0.75 and 0.5 in every block; then top-1 after one epoch of TP
-fine-tuning at keep 0.5 (train.py, AdamW, cosine schedule, the pruned model is trained and evaluated).
-SDT-V3 has no time axis: its temporal rows are "n/a". Prints JSON.
+Test beds: the shipped Fashion-MNIST models on the full Fashion-MNIST test split (10,000 images; 4x4-16x16
+grids that are nearly all object) and the scene classifiers on the 2,000 test scenes (``load_dataset(
+"scenes")``: one object on a large textured background; 14x14 or larger grids). For every model: dense and
+every scorer (official, paper, spatial, temporal, official_spatial, official_temporal, random, firing_rate)
+at keep 0.75, 0.5 and 0.3 (every block keeping that fraction, training-free), each with
 
-Needs the Fashion-MNIST IDX files (``apt-get install dataset-fashion-mnist`` on Debian, or --data-root).
-Usage: python benchmarks/accuracy_retention.py [--models ...] [--finetune-scorers official paper]
-       [--no-finetune] [--limit N] [--train-limit N] [--threads 1] [--out file.json]
+* top-1 and its 95 % bootstrap interval over images (``--bootstrap`` resamples, percentile method);
+* the paired difference to ``random`` at the same keep (the same resampled images for both), its interval,
+  and whether it excludes 0 ("beats random" / "loses to random" beyond the interval);
+* object focus: over the test images, the share of kept tokens that lie on the object divided by the share
+  of all tokens on the object (1 = no preference, > 1 = kept tokens concentrate on the object), per block and
+  averaged over blocks. A token lies on the object when at least half of its pixels do (object pixels:
+  the scene's object mask; Fashion-MNIST: the item's pixels above 10 % intensity), measured on the grid of
+  the block's input.
+
+Usage: python benchmarks/accuracy_retention.py [--models ...] [--limit N] [--out results.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
-import tempfile
 import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tp_spikformer import create_model
-from tp_spikformer.measure import make_variants
 from tp_spikformer.data import load_dataset
-from tp_spikformer.evaluate import evaluate
+from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.measure import make_variants
+from tp_spikformer.pruning import get_tp_state
 
-MODELS = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
-SCORERS = ["official", "paper", "spatial", "temporal", "official_spatial", "official_temporal", "random"]
-KEEPS = [0.75, 0.5]
+FMNIST = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
+SCENES = ["spikformer_scenes", "sdt_scenes", "qkformer_scenes", "sdt_v3_scenes"]
+SCORERS = ["official", "paper", "spatial", "temporal", "official_spatial", "official_temporal", "random",
+           "firing_rate"]
+KEEPS = [0.75, 0.5, 0.3]
 
 
-def training_free(name: str, data, batch_size: int) -> dict:
-    model = create_model(name, pretrained=True).eval()
-    rows = {"dense": evaluate(model, data, batch_size=batch_size)["top1"]}
-    for keep in KEEPS:
-        for scorer in SCORERS:
-            key = f"{scorer}@{keep}"
-            if model.T is None and "temporal" in scorer:
-                rows[key] = None  # no time axis (SDT-V3)
+def test_set(name: str, model, limit: int | None, data_root: str | None):
+    if name.endswith("_scenes"):
+        return load_dataset("scenes", split="test", data_cfg=model, limit=limit), "scenes test (2,000)"
+    return load_dataset("fashion_mnist", split="test", root=data_root, data_cfg=model, limit=limit), "Fashion-MNIST test"
+
+
+def object_masks(name: str, data, n: int) -> torch.Tensor:
+    """Bool ``[N, H, W]`` object pixels of the raw test images (before the model's resize)."""
+    if name.endswith("_scenes"):
+        from tp_spikformer.data.fashion_objects import FashionObjects
+        from tp_spikformer.data.scene_classification import SEEDS, SIZE
+        from tp_spikformer.data.scenes import SceneConfig, generate_scene
+
+        objects = FashionObjects("test", source="shipped")
+        cfg = SceneConfig(height=SIZE, width=SIZE, min_objects=1, max_objects=1, split="test", seed=SEEDS["test"])
+        return torch.stack([torch.from_numpy(generate_scene(cfg, i, objects, category=i % 10).semantic > 0)
+                            for i in range(n)])
+    raw = data.images[:n].float()  # [N, 1, 28, 28] uint8 Fashion-MNIST items
+    return (raw[:, 0] > 25.5)
+
+
+def token_object_share(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Bool ``[N, h*w]``: token on the object (at least half of its pixels are object pixels)."""
+    cover = F.adaptive_avg_pool2d(masks[:, None].float(), grid)[:, 0]  # [N, h, w]
+    return (cover >= 0.5).flatten(1)
+
+
+@torch.inference_mode()
+def predictions(model, data, batch_size: int, masks: torch.Tensor | None) -> tuple[np.ndarray, dict]:
+    """Per-image correctness and, when pruned, object focus per block name."""
+    state = get_tp_state(model) if "_tp_state" in model.__dict__ else None
+    correct, on_kept, on_all, kept_n = [], {}, {}, {}
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(len(data), start + batch_size))
+        x, y = data.get_batch(idx), torch.as_tensor(data.targets)[idx]
+        out = model(x)
+        correct.append((out.argmax(1) == y).numpy())
+        if state is None or not state.enabled or masks is None:
+            continue
+        for rec in state.records:
+            if rec.indices is None:
                 continue
-            (variant,) = make_variants(model, [(keep, scorer)])
-            rows[key] = evaluate(variant.activate(), data, batch_size=batch_size)["top1"]
-            print(f"[accuracy_retention] {name} {key}: {rows[key]:.2f}", file=sys.stderr, flush=True)
-    return rows
+            obj = token_object_share(masks[idx], rec.grid)  # [B, N]
+            kept = torch.zeros_like(obj).scatter_(1, rec.indices, True)
+            key = f"{rec.name}#{rec.call}" if rec.call else rec.name
+            on_kept[key] = on_kept.get(key, 0) + int((obj & kept).sum())
+            kept_n[key] = kept_n.get(key, 0) + int(kept.sum())
+            on_all[key] = on_all.get(key, 0) + (float(obj.float().mean(1).sum()), int(obj.shape[0]))[0]
+    focus = {}
+    n = len(data)
+    for key in on_kept:
+        kept_share = on_kept[key] / max(1, kept_n[key])
+        all_share = on_all[key] / n
+        focus[key] = {"kept_on_object": kept_share, "tokens_on_object": all_share,
+                      "focus": kept_share / all_share if all_share > 0 else None}
+    return np.concatenate(correct), focus
 
 
-def finetune(name: str, scorer: str, keep: float, data_root: str | None, limit: int | None,
-             train_limit: int | None) -> dict:
-    """One epoch of fine-tuning of the pruned model with train.py's fine-tuning defaults (AdamW, lr 1e-4
-    cosine to 1e-6, no warm-up), the augmentation and label smoothing of the shipped models' recipe."""
-    from tp_spikformer import train
+def bootstrap(correct: np.ndarray, reference: np.ndarray | None, draws: np.ndarray) -> dict:
+    """Top-1 with a 95 % percentile interval; with ``reference``, the paired difference and its interval."""
+    top1 = 100.0 * correct.mean()
+    res = {"top1": top1}
+    boot = 100.0 * correct[draws].mean(1)  # [B]
+    res["ci95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+    if reference is not None:
+        diff = 100.0 * (correct.astype(np.float64) - reference)
+        d_boot = diff[draws].mean(1)
+        lo, hi = float(np.percentile(d_boot, 2.5)), float(np.percentile(d_boot, 97.5))
+        res["diff_to_random"] = float(diff.mean())
+        res["diff_ci95"] = [lo, hi]
+        res["vs_random"] = "beats" if lo > 0 else ("loses" if hi < 0 else "tie")
+    return res
 
-    with tempfile.TemporaryDirectory() as out:
-        args = {"model": name, "pretrained": True, "finetune": True, "keep": str(keep), "scorer": scorer,
-                "epochs": 1, "out": out, "dataset": "fashion_mnist", "data_root": data_root,
-                "test_limit": limit, "train_limit": train_limit, "resume": None, "augment": "flip",
-                "label_smoothing": 0.0, "threads": torch.get_num_threads(), "log_interval": 0}
-        t0 = time.time()
-        metrics = train.run(args)
-    return {"top1": metrics["test"]["top1"], "seconds": round(time.time() - t0, 1), "keep": keep,
-            "scorer": scorer, "epochs": 1, "lr": (metrics.get("args") or {}).get("lr"),
-            "train_seconds": round(metrics["train_seconds"], 1)}
+
+def run_model(name: str, args, rng: np.random.Generator) -> dict:
+    t0 = time.time()
+    model = create_model(name, pretrained=True).eval()
+    data, bed = test_set(name, model, args.limit, args.data_root)
+    n = len(data)
+    masks = object_masks(name, data, n)
+    draws = rng.integers(0, n, size=(args.bootstrap, n))
+    configs = [(None, None)] + [(k, s) for k in KEEPS for s in SCORERS]
+    has_time = model.T is not None or getattr(model, "event_input", False)
+    variants = {v.label: v for v in make_variants(model, [c for c in configs if has_time or c[1] is None
+                                                          or "temporal" not in c[1]], record=True)}
+    entry = {"family": model.config.family, "test_bed": bed, "n": n, "variants": {}}
+    dense = None
+    raw = {}
+    for label, v in variants.items():
+        correct, focus = predictions(v.activate(), data, args.batch_size, masks)
+        raw[label] = (correct, focus, v)
+        if v.keep is None:
+            dense = correct
+        print(f"[accuracy_retention] {name} {label}: {100 * correct.mean():.2f}", file=sys.stderr, flush=True)
+    for label, (correct, focus, v) in raw.items():
+        ref = None
+        if v.keep is not None:
+            rand = next((c for lab, (c, _, vv) in raw.items() if vv.keep == v.keep and vv.scorer == "random"), None)
+            ref = rand if v.scorer != "random" else None
+        row = bootstrap(correct, ref, draws)
+        row.update(scorer=v.scorer, keep=v.keep)
+        if dense is not None and v.keep is not None:
+            row["drop_vs_dense"] = row["top1"] - 100.0 * dense.mean()
+        if focus:
+            vals = [f["focus"] for f in focus.values() if f["focus"] is not None]
+            row["object_focus_mean"] = float(np.mean(vals)) if vals else None
+            row["object_focus"] = focus
+        entry["variants"][label] = row
+    entry["seconds"] = round(time.time() - t0, 1)
+    return entry
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=MODELS)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--limit", type=int, default=None, help="first N test images only (default: all 10,000)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--finetune-scorers", nargs="+", default=["official"])
-    p.add_argument("--no-finetune", action="store_true")
-    p.add_argument("--train-limit", type=int, default=None, help="fine-tune on the first N training images")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: a 2-thread process slows down many-fold on a shared 2-core machine)")
+    p.add_argument("--models", nargs="+", default=FMNIST + SCENES)
+    p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {"benchmark": "accuracy_retention", "dataset": "Fashion-MNIST test", "keeps": KEEPS,
+    rng = np.random.default_rng(args.seed)
+    results = {"benchmark": "accuracy_retention", "keeps": KEEPS, "scorers": SCORERS, "bootstrap": args.bootstrap,
+               "ci": "95 % percentile bootstrap over test images; paired with random at the same keep",
                "torch": torch.__version__, "threads": torch.get_num_threads(), "models": {}}
     for name in args.models:
-        t0 = time.time()
-        model = create_model(name, pretrained=True)
-        data = load_dataset("fashion_mnist", split="test", root=args.data_root, data_cfg=model, limit=args.limit)
-        entry = {"family": model.config.family, "n": len(data), "training_free": training_free(name, data, args.batch_size)}
-        if not args.no_finetune:
-            entry["finetuned_1_epoch"] = [finetune(name, s, 0.5, args.data_root, args.limit, args.train_limit)
-                                          for s in args.finetune_scorers]
-        entry["seconds"] = round(time.time() - t0, 1)
-        results["models"][name] = entry
-        print(json.dumps({name: entry}), file=sys.stderr, flush=True)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        results["models"][name] = run_model(name, args, rng)
+        if args.out:
+            write_json(args.out, results)
+    print(dumps(results))
     return 0
 
 

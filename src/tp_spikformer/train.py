@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     options.add_task_arg(p)
     p.add_argument("--finetune", action="store_true", default=finetune,
                    help="fine-tuning defaults (lr 1e-4, no warm-up, 1 epoch, --pretrained if no --checkpoint)")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from a classifier's weights: a file or a shipped model's name (e.g. sdt_fmnist); "
+                        "a grey stem is repeated over RGB; for --task models it initialises the backbone")
     p.add_argument("--unused-params", default="freeze", choices=["freeze", "find", "error"],
                    help="parameters without gradient: freeze them, let DDP find them each step, or fail")
     options.add_tp_args(p, default_keep=None, title="token pruning (applied before DDP: the pruned model is trained)")
@@ -61,9 +64,6 @@ def add_arguments(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     o.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     o.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     t = p.add_argument_group("segmentation, detection and tracking (--task)")
-    t.add_argument("--backbone-checkpoint", default=None,
-                   help="initialise the backbone from classification weights: a file or a shipped model's name "
-                        "(e.g. sdt_v3_fmnist; a grey stem is repeated over RGB)")
     t.add_argument("--head-lr-mult", type=options.positive_float, default=2.0, help="segmentation: decode head lr factor")
     t.add_argument("--backbone-lr-mult", type=options.positive_float, default=1.0, help="tracking: backbone lr factor")
     t.add_argument("--crop-size", type=options.positive_int, default=None, help="segmentation: random crop side")
@@ -153,8 +153,8 @@ def run_task(args: argparse.Namespace, argv: list[str] | None) -> dict:
         raise options.UsageError(f"--model {args.model} is a {model.config.task} model, not a {args.task} model")
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
-    if args.backbone_checkpoint:
-        init_backbone_from(model, args.backbone_checkpoint)
+    if args.init_from:
+        init_backbone_from(model, args.init_from)
     if args.keep is not None or args.scorer is not None:
         apply_tp(model, keep=args.keep or "official", scorer=args.scorer or "official", **options.tp_options(args))
     args.argv = argv

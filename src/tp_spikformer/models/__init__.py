@@ -20,7 +20,7 @@ from ._registry import (
     register_model,
 )
 from .base import SpikingTransformer
-from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
+from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_classifier_weights, read_checkpoint
 from .protocol import BlockPart, TokenBlock, TPDefaults, token_blocks
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "get_model_config",
     "list_models",
     "load_checkpoint",
+    "load_classifier_weights",
     "read_checkpoint",
     "register_model",
     "token_blocks",

@@ -282,3 +282,36 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     if best is None or best[1] > max(10, len(have) // 4):
         return None
     return best
+
+
+def load_classifier_weights(model: nn.Module, checkpoint: Any, *, grey_to_rgb: bool = True,
+                            trusted: bool = False) -> dict[str, Any]:
+    """Start ``model`` from a classifier's weights: a checkpoint file, a state dict, or the name of a
+    configuration whose weights ship with the package (e.g. ``"sdt_fmnist"``).
+
+    Strict as :func:`load_checkpoint` (a ``features_only`` backbone drops the classifier), except that a grey
+    stem initialises an RGB one when ``grey_to_rgb``: a convolution kernel with 1 input channel where
+    ``model`` has 3 is repeated over the channels and divided by 3, so the RGB stem computes what the grey
+    stem computed on the channel mean (with the same normalisation on every channel). Returns the load
+    report plus ``expanded`` (the converted keys).
+    """
+    if isinstance(checkpoint, str) and not os.path.exists(checkpoint):
+        from ._registry import asset_path, get_model_config
+
+        cfg = get_model_config(checkpoint)  # raises with the closest names
+        if cfg.weights is None:
+            raise UsageError(f"no weights ship with '{checkpoint}': pass a checkpoint file instead")
+        checkpoint = asset_path(cfg.weights)
+    obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    state = dict(extract_state_dict(obj))
+    own = model.state_dict()
+    expanded = []
+    for key, value in state.items():
+        mine = own.get(key)
+        if (grey_to_rgb and mine is not None and value.dim() == 4 == mine.dim() and value.shape[1] == 1
+                and mine.shape[1] == 3 and value.shape[0] == mine.shape[0] and value.shape[2:] == mine.shape[2:]):
+            state[key] = value.repeat(1, 3, 1, 1) / 3  # [O, 1, k, k] -> [O, 3, k, k]
+            expanded.append(key)
+    load_checkpoint(model, state)
+    return dict(model.load_report, expanded=expanded)
+

@@ -50,7 +50,7 @@ from .optim import cosine_lr, epoch_seed, freeze_unused_parameters, make_optimiz
 RESULT_ARGS = (
     "model", "set", "seed", "epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "warmup_steps",
     "weight_decay", "label_smoothing", "clip_grad", "augment", "pad", "hflip", "amp", "dataset", "train_limit",
-    "keep", "scorer", "window", "mode", "pretrained", "checkpoint", "unused_params",
+    "keep", "scorer", "window", "mode", "pretrained", "checkpoint", "init_from", "unused_params",
 )
 
 
@@ -174,7 +174,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def build_model(args: argparse.Namespace, model: nn.Module | None):
     """The model (from ``--model``, weights from ``--pretrained`` / ``--checkpoint``) and its TP state."""
-    from ..models import create_model, load_checkpoint
+    from ..models import create_model, load_checkpoint, load_classifier_weights
     from ..options import parse_overrides
     from ..pruning import apply_tp
 
@@ -182,6 +182,8 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
         model = create_model(args.model, pretrained=args.pretrained, **parse_overrides(args.set))
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
+        if getattr(args, "init_from", None):
+            load_classifier_weights(model, args.init_from, trusted=args.trust_checkpoint)
     tp_state = None
     if args.keep is not None or args.scorer is not None:
         tp_state = apply_tp(model, keep=args.keep if args.keep is not None else "official",
