@@ -17,6 +17,7 @@ ALLOWED = {
     "measure": {"models", "pruning"},
     "data": set(),
     "plots": set(),
+    "task_plots": {"plots"},
     # task engines reuse the training pieces shared by every task (optimiser, schedules, checkpoints)
     "tasks": {"models", "pruning", "measure", "data", "plots", "training"},
 }
