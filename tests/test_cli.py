@@ -152,12 +152,15 @@ def test_default_output_folders_are_unique(tmp_path, monkeypatch):
 def test_demo_machinery_on_tiny_models(tmp_path, capsys):
     from tp_spikformer.demo import run_demo
 
+    tasks = {"segmentation": "sdt_v3_tiny_semfpn", "detection": "sdt_v3_tiny_fcos", "tracking": "sdtrack_tiny_test"}
     assert run_demo(out=str(tmp_path), quick=True, progress=False, models=("sdt_tiny", "qkformer_tiny"),
-                    dataset="synthetic:40", pretrained=False) == 0
+                    dataset="synthetic:40", pretrained=False, task_models=tasks) == 0
     out = capsys.readouterr().out
     assert "== summary" in out and "| sdt_tiny |" in out
     files = set(os.listdir(tmp_path))
     assert {"demo.json", "demo.csv", "sdt_tiny_accuracy_vs_energy.png", "qkformer_tiny_accuracy_vs_throughput.png",
-            "qkformer_tiny_tokens_0.png"} <= files
+            "qkformer_tiny_tokens_0.png", "sdt_v3_tiny_semfpn_segmentation.png", "sdt_v3_tiny_fcos_detection.png",
+            "sdtrack_tiny_test_tracking.png"} <= files
+    assert "== summary of the tasks" in out and "| tracking | sdtrack_tiny_test | auc |" in out
     rows = json.loads((tmp_path / "demo.json").read_text())["rows"]
     assert len(rows) == 2 * (1 + 2 * 3)  # dense + 2 keeps x 3 scorers, per model

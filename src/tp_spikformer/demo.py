@@ -4,7 +4,9 @@ For one trained model of each family (Fashion-MNIST, weights in ``assets/``) and
 of 2,000 images: the dense model against TP with the ``official``, ``paper`` and ``random`` scorers at two
 retention levels. One table (top-1, kept tokens, MACs, SOPs, energy, measured speedup) per family and
 a summary, ``demo.json`` / ``demo.csv``, accuracy-vs-energy and accuracy-vs-throughput plots per family,
-and one kept-token visualisation, all in the output folder.
+and one kept-token visualisation. Then the segmentation, detection and tracking models trained here, dense
+vs TP on generated scenes / event sequences (:mod:`.demo_tasks`), each with a picture. All in the output
+folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from .api import save_sweep_plots, sweep, visualize
 from .data import load_dataset
+from .demo_tasks import run_tasks
 from .jsonio import write_json
 from .models import create_model
 
@@ -26,8 +29,10 @@ SCORERS = ("official", "paper", "random")
 
 
 def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
-             models: tuple[str, ...] = DEMO_MODELS, dataset: str = "shipped", pretrained: bool = True) -> int:
-    """Run the demo; ``models``/``dataset``/``pretrained`` exist for tests (random tiny models)."""
+             models: tuple[str, ...] = DEMO_MODELS, dataset: str = "shipped", pretrained: bool = True,
+             task_models: dict[str, str] | None = None) -> int:
+    """Run the demo; ``models``/``dataset``/``pretrained``/``task_models`` exist for tests (random tiny
+    models)."""
     out = out or "tp-spikformer-demo"
     os.makedirs(out, exist_ok=True)
     limit = 500 if quick else None
@@ -54,7 +59,12 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
             visualize(model, images, out, keep=0.5, scorer="official", names=[f"{name}_tokens_{i}" for i in range(2)])
     print("== summary: top-1 % (dense -> TP at keep 0.5) and speedup measured at batch 64")
     print(_markdown_summary(summary))
-    write_json(os.path.join(out, "demo.json"), {"rows": all_rows, "summary": summary, "seconds": time.time() - started,
+    print("\n== dense prediction and tracking, trained here on generated scenes / event sequences\n")
+    tasks = run_tasks(out, quick, progress, **({"models": task_models} if task_models else {}), pretrained=pretrained)
+    print("== summary of the tasks (TP: official scorer at the paper's keep for the task)")
+    print(_markdown_tasks(tasks))
+    write_json(os.path.join(out, "demo.json"), {"rows": all_rows, "summary": summary, "tasks": tasks,
+                                                 "seconds": time.time() - started,
                                                  "threads": torch.get_num_threads(), "torch": torch.__version__})
     fields = ["model", "family", "variant", "scorer", "keep", "top1", "kept_fraction", "macs_per_image",
               "sops_per_image", "energy_mj_per_image", "energy_ratio", "img_per_s", "speedup"]
@@ -63,7 +73,8 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True,
         w.writeheader()
         w.writerows(all_rows)
     print(f"\nwrote {os.path.abspath(out)}: demo.json, demo.csv, <model>_accuracy_vs_energy.png, "
-          f"<model>_accuracy_vs_throughput.png, {models[min(1, len(models) - 1)]}_tokens_0.png "
+          f"<model>_accuracy_vs_throughput.png, {models[min(1, len(models) - 1)]}_tokens_0.png, "
+          f"{', '.join(os.path.basename(t['picture']) for t in tasks)} "
           f"({time.time() - started:.0f} s)")
     return 0
 
@@ -82,6 +93,17 @@ def _markdown_summary(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], f"{r['dense_top1']:.2f}", *(f"{r.get(f'{s}_top1', float('nan')):.2f}" for s in SCORERS),
+                 f"{r['energy_ratio']:.3f}" if r.get("energy_ratio") else "-",
+                 f"{r['speedup']:.2f}" if r.get("speedup") else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown_tasks(rows: list[dict]) -> str:
+    head = ["task", "model", "metric", "dense", "TP", "keep", "energy x", "speedup"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["task"], r["model"], r["metric"], f"{r['dense']:.2f}", f"{r['tp']:.2f}", r["keep"],
                  f"{r['energy_ratio']:.3f}" if r.get("energy_ratio") else "-",
                  f"{r['speedup']:.2f}" if r.get("speedup") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
