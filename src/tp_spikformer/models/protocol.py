@@ -70,6 +70,8 @@ class TPDefaults:
     * ``fallback_fraction``: the keep fraction ``keep="official"`` means on a model whose depth does not
       match the official schedule (documented per family; None: no default, the user must choose).
     * ``source``: where the values come from.
+    * ``scorer``: the scorer ``apply_tp`` uses when none is given (``"official"``; ``apply_tp`` makes it
+      ``"official_literal"`` for a model built with ``official_arithmetic=True``).
     """
 
     window: int = 3
@@ -77,6 +79,7 @@ class TPDefaults:
     keep_values: tuple[float, ...] | None = None
     fallback_fraction: float | None = None
     source: str = ""
+    scorer: str = "official"
 
 
 class TokenBlock(nn.Module):

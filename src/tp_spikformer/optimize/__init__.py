@@ -101,9 +101,11 @@ class OptimizeReport:
             kernels_line = f"plain (compiling failed or unavailable: {self.runtime.error})"
         else:
             kernels_line = "plain (compile=False)"
-        return (f"optimized: {n_bn} BatchNorms folded into {len(self.folded)} layers, {len(self.pointwise)} "
-                f"pointwise convolutions as GEMMs, fused activations: {fused}; kernels {kernels_line}"
-                + (f"; {len(self.attention)} attentions reordered" if self.attention else ""))
+        return (
+            f"optimized: {n_bn} BatchNorms folded into {len(self.folded)} layers, {len(self.pointwise)} "
+            f"pointwise convolutions as GEMMs, fused activations: {fused}; kernels {kernels_line}"
+            + (f"; {len(self.attention)} attentions reordered" if self.attention else "")
+        )
 
 
 def is_optimized(model: nn.Module) -> bool:
@@ -145,7 +147,9 @@ def optimize(
     """
     if not isinstance(model, nn.Module):
         raise UsageTypeError(f"optimize expects a torch.nn.Module, got {type(model).__name__}")
-    official = [name or "model" for name, m in model.named_modules() if getattr(m, "official_arithmetic", False)]
+    official = [
+        name or "model" for name, m in model.named_modules() if getattr(m, "official_arithmetic", False)
+    ]
     if official:
         raise UsageError(
             f"{official[0]} was built with official_arithmetic=True (NCHW, unfolded BatchNorms, the literal "
@@ -202,13 +206,14 @@ def deoptimize(model: nn.Module) -> OptimizeReport | None:
     Parameters and buffers were never changed, so the model is the plain model again. Returns the report
     of the undone optimization (None if the model was not optimized).
     """
+    report = model.__dict__.pop(_REPORT, None)
     for m in model.modules():
         original = m.__dict__.pop("_opt_original_class", None)
         if original is not None:
             m.__class__ = original
         for key in [k for k in m.__dict__ if k.startswith("_opt_")]:
             del m.__dict__[key]
-    return model.__dict__.pop(_REPORT, None)
+    return report if isinstance(report, OptimizeReport) else None
 
 
 # -- helpers --------------------------------------------------------------------------------------------------

@@ -67,9 +67,26 @@ def _storage(t: torch.Tensor) -> int | None:
 
 
 # functions that return no tensor and read no values (shape, strides, storage, ...): not readers
-_METADATA = {"__get__", "size", "dim", "ndimension", "stride", "storage_offset", "is_contiguous", "numel",
-             "nelement", "untyped_storage", "data_ptr", "element_size", "__len__", "is_floating_point",
-             "is_complex", "get_device", "__hash__", "__format__"}
+_METADATA = {
+    "__get__",
+    "size",
+    "dim",
+    "ndimension",
+    "stride",
+    "storage_offset",
+    "is_contiguous",
+    "numel",
+    "nelement",
+    "untyped_storage",
+    "data_ptr",
+    "element_size",
+    "__len__",
+    "is_floating_point",
+    "is_complex",
+    "get_device",
+    "__hash__",
+    "__format__",
+}
 
 
 def _name(func) -> str:
@@ -87,8 +104,11 @@ class FoldTrace(TorchFunctionMode):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.by_weight = {id(m.weight): m for m in model.modules() if type(m) in PRODUCER_TYPES}
-        self.by_stats = {id(m.running_mean): m for m in model.modules()
-                         if type(m) in NORM_TYPES and m.running_mean is not None}
+        self.by_stats = {
+            id(m.running_mean): m
+            for m in model.modules()
+            if type(m) in NORM_TYPES and m.running_mean is not None
+        }
         self.outputs: dict[int, _Output] = {}
         self.outputs_of: dict[nn.Module, list[_Output]] = defaultdict(list)
         self.norm_calls: dict[nn.Module, list[tuple[_Output | None, torch.Tensor]]] = defaultdict(list)
@@ -247,14 +267,20 @@ class _FoldedLayer:
 
 
 def pointwise(x: torch.Tensor, w2d: torch.Tensor, bias: torch.Tensor | None, stride) -> torch.Tensor | None:
-    """A 1x1 convolution of batched ``x`` ``[M, C, *spatial]`` as one GEMM, or None when ``x``'s layout
-    has no copy-free GEMM form (the caller then runs the convolution)."""
+    """A 1x1 convolution of batched ``x`` ``[M, C, *spatial]`` as one GEMM, or None when ``x``'s layout has
+    no copy-free GEMM form (the caller then runs the convolution).
+
+    The output has the memory layout torch's convolution would give: channels innermost for a
+    channels-last ``[M, C, H, W]`` input (``F.linear`` on ``[M, H, W, C]``), contiguous otherwise
+    (``W @ x``; ``Conv1d`` outputs are always contiguous), so the ops after it see the layouts they see in
+    the plain model.
+    """
     if any(s != 1 for s in stride):
         x = x[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
-    if x.shape[1] > 1 and x.stride(1) == 1:  # channels innermost: [M, *spatial, C] @ W^T
+    if x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1:  # channels-last: [M, H, W, C] @ W^T
         return F.linear(x.movedim(1, -1), w2d, bias).movedim(-1, 1)
-    if x.is_contiguous():
-        y = torch.matmul(w2d, x.flatten(2))  # [M, C_out, L]
+    if x.dim() == 3 or x.is_contiguous():
+        y = torch.matmul(w2d, x.flatten(2))  # [M, C_out, L], contiguous
         if bias is not None:
             y.add_(bias.unsqueeze(-1))
         return y.view(y.shape[0], y.shape[1], *x.shape[2:])
@@ -262,8 +288,13 @@ def pointwise(x: torch.Tensor, w2d: torch.Tensor, bias: torch.Tensor | None, str
 
 
 def is_pointwise(conv: nn.Module) -> bool:
-    return (type(conv) in (nn.Conv1d, nn.Conv2d) and all(k == 1 for k in conv.kernel_size)
-            and conv.groups == 1 and not isinstance(conv.padding, str) and all(p == 0 for p in conv.padding))
+    return (
+        type(conv) in (nn.Conv1d, nn.Conv2d)
+        and all(k == 1 for k in conv.kernel_size)
+        and conv.groups == 1
+        and not isinstance(conv.padding, str)
+        and all(p == 0 for p in conv.padding)
+    )
 
 
 class _FoldedConv(_FoldedLayer):

@@ -57,8 +57,10 @@ class KernelRuntime:
 
     def disable(self, reason: str) -> None:
         if self.compiled:
-            _log.warning("tp_spikformer.optimize: compiled spiking kernels disabled, plain kernels used "
-                         "instead (%s)", reason)
+            _log.warning(
+                "tp_spikformer.optimize: compiled spiking kernels disabled, plain kernels used instead (%s)",
+                reason,
+            )
         self.compiled = False
         self.error = reason
 
@@ -114,8 +116,14 @@ def _power_of_two(value: float) -> bool:
     return value > 0 and m == 0.5
 
 
-def lif_plain(x: torch.Tensor, tau: float, v_threshold: float, leak: torch.Tensor | None = None,
-              v: torch.Tensor | None = None, want_v: bool = False):
+def lif_plain(
+    x: torch.Tensor,
+    tau: float,
+    v_threshold: float,
+    leak: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    want_v: bool = False,
+):
     """Multi-step LIF over dim 0 of ``x``, in place on one membrane buffer.
 
     Per step the reference computes ``step = x_t - v``, ``step = step / tau`` (``* leak`` for the
@@ -204,7 +212,10 @@ def _compiled(name: str, constants: tuple, dtype: torch.dtype, steps: int = 0) -
     fn = _COMPILED.get(key)
     if fn is None:
         source = _FACTORIES[name](*constants)
-        tag = "_".join(str(v).replace("torch.", "").replace(".", "p").replace("-", "m") for v in (*constants, dtype, steps))
+        tag = "_".join(
+            str(v).replace("torch.", "").replace(".", "p").replace("-", "m")
+            for v in (*constants, dtype, steps)
+        )
         code = source.__code__.replace(co_name=f"{source.__name__}_{tag}")
         fresh = types.FunctionType(code, source.__globals__, code.co_name, None, source.__closure__)
         fn = _COMPILED[key] = torch.compile(fresh, dynamic=True, fullgraph=True)
@@ -220,18 +231,34 @@ def _modes_active() -> bool:
 
 
 def can_compile(x: torch.Tensor, runtime: KernelRuntime | None, min_numel: int) -> bool:
-    return (runtime is not None and runtime.compiled and x.device.type == "cpu" and x.numel() >= min_numel
-            and x.dtype in (torch.float32, torch.float64) and not _modes_active())
+    """Whether ``x`` goes through a compiled kernel. The kernels get detached (base-less) contiguous views
+    of at least 2 elements per step, so their guards see one layout; what is left to specialise on is the
+    grad mode and whether ``x`` is an inference tensor (at most 4 compiled graphs per kernel variant)."""
+    return (
+        x.dim() > 0
+        and x.numel() >= 2 * x.shape[0]
+        and runtime is not None
+        and runtime.compiled
+        and x.device.type == "cpu"
+        and x.numel() >= min_numel
+        and x.dtype in (torch.float32, torch.float64)
+        and not _modes_active()
+    )
 
 
-def lif(x: torch.Tensor, tau: float, v_threshold: float, leak: torch.Tensor | None = None,
-        runtime: KernelRuntime | None = None) -> torch.Tensor:
+def lif(
+    x: torch.Tensor,
+    tau: float,
+    v_threshold: float,
+    leak: torch.Tensor | None = None,
+    runtime: KernelRuntime | None = None,
+) -> torch.Tensor:
     """The fused multi-step LIF (see the module docstring); spikes with ``x``'s shape and strides."""
     if not can_compile(x, runtime, LIF_MIN_NUMEL):
         return lif_plain(x, tau, v_threshold, leak)
     x2d, restore = time_major_2d(x)
     try:
-        out = _lif_chunks(x2d, tau, v_threshold, None if leak is None else leak.to(x.dtype))
+        out = _lif_chunks(x2d.detach(), tau, v_threshold, None if leak is None else leak.to(x.dtype))
     except Exception as err:  # noqa: BLE001 - any compiler failure: fall back, say why
         runtime.disable(f"LIF kernel: {type(err).__name__}: {err}")
         return lif_plain(x, tau, v_threshold, leak)
@@ -243,27 +270,31 @@ def _lif_chunks(x2d: torch.Tensor, tau: float, v_threshold: float, leak: torch.T
     if parametric:
         tau = 0.0  # unused: the leak tensor replaces 1 / tau
     if steps <= MAX_CHUNK:
-        return _compiled("lif", (tau, v_threshold, parametric, True, False), x2d.dtype, steps)(x2d, None, leak)
+        return _compiled("lif", (tau, v_threshold, parametric, True, False), x2d.dtype, steps)(
+            x2d, None, leak
+        )
     out = torch.empty_like(x2d)
     v = None
     for start in range(0, steps, MAX_CHUNK):
         stop = min(start + MAX_CHUNK, steps)
         more = stop < steps
         kernel = _compiled("lif", (tau, v_threshold, parametric, v is None, more), x2d.dtype, stop - start)
-        res = kernel(x2d[start:stop], v, leak)
+        res = kernel(x2d[start:stop].detach(), v, leak)  # detach: not a view, so no guards on its base
         if more:
             res, v = res
         out[start:stop] = res
     return out
 
 
-def multispike(x: torch.Tensor, max_value: float, norm: float, runtime: KernelRuntime | None = None) -> torch.Tensor:
+def multispike(
+    x: torch.Tensor, max_value: float, norm: float, runtime: KernelRuntime | None = None
+) -> torch.Tensor:
     """The fused multi-spike quantiser; output with ``x``'s shape and strides."""
     if not can_compile(x, runtime, MULTISPIKE_MIN_NUMEL):
         return multispike_plain(x, max_value, norm)
     flat, restore = flat_1d(x)
     try:
-        out = _compiled("multispike", (max_value, norm), flat.dtype)(flat)
+        out = _compiled("multispike", (max_value, norm), flat.dtype)(flat.detach())
     except Exception as err:  # noqa: BLE001 - any compiler failure: fall back, say why
         runtime.disable(f"multi-spike kernel: {type(err).__name__}: {err}")
         return multispike_plain(x, max_value, norm)

@@ -32,7 +32,9 @@ class FusedParametricLIF(ParametricLIF):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.w.requires_grad):
             return self._forward_train(x)
-        return kernels.lif(x, self.tau, self.v_threshold, leak=self.w.detach().sigmoid(), runtime=_runtime(self))
+        return kernels.lif(
+            x, self.tau, self.v_threshold, leak=self.w.detach().sigmoid(), runtime=_runtime(self)
+        )
 
 
 class FusedMultiSpike(MultiSpike):
