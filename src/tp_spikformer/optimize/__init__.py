@@ -5,8 +5,8 @@ What changes (each part documented in its module):
 * **BatchNorm folding** (``fold.py``): every BatchNorm whose input is, in a traced forward, the output of
   one convolution / linear layer read by nothing else folds into that layer (SDT-V2's ``BNAndPad``
   included: the padding value stays the BatchNorm's value at zero input).
-* **Pointwise convolutions as one GEMM** (``fold.py``): 1x1 convolutions, folded or not, run as
-  ``F.linear`` on channels-innermost data instead of torch's im2col path.
+* **Pointwise convolutions as one GEMM** (``fold.py``): 1x1 convolutions, folded or not, run as one
+  ``F.linear`` / ``W @ x`` call instead of torch's im2col path.
 * **Fused spiking activations** (``kernels.py``, ``spiking.py``): the multi-step LIF and the multi-spike
   quantiser run fewer passes over memory; with ``compile=True`` large tensors go through kernels built by
   ``torch.compile`` (CPU only; a plain fallback, with the reason kept in the report, where compiling fails).
@@ -49,7 +49,7 @@ from ..models.layers import LIF, MultiSpike, ParametricLIF
 from . import attention, fold, kernels, spiking
 from .kernels import KernelRuntime
 
-__all__ = ["OptimizeReport", "deoptimize", "is_optimized", "optimize"]
+__all__ = ["OptimizeReport", "deoptimize", "is_optimized", "optimization_report", "optimize"]
 
 _log = logging.getLogger(__name__)
 _REPORT = "_opt_report"

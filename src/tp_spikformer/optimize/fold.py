@@ -26,9 +26,11 @@ path runs in eval mode without autograd; in training mode, or with grad enabled,
 own forward (BatchNorm with batch statistics, gradients to the original parameters).
 
 Pointwise (1x1, no padding, one group) convolutions run as one GEMM, folded or not: ``F.linear`` on the
-channels-innermost view when the channels are innermost in memory (channels-last grids, the ``[M, C, N]``
-token tensors of the blocks), ``W @ x`` when the input is contiguous. torch sends 1x1 convolutions to its
-im2col path (``_slow_conv2d_forward``), which copies channels-last inputs to NCHW and back.
+channels-innermost view of a channels-last grid, ``W @ x`` otherwise (``Conv1d`` token tensors, NCHW
+grids), with the output layout torch's convolution would give. torch runs 1x1 convolutions through its
+im2col path (``_slow_conv2d_forward``), which is a GEMM too; measured in thread CPU time on this project's
+CPU the two are within noise for the block shapes, the GEMM path a little faster for ``Conv1d`` token
+tensors (SDT-V3-l: 27 -> 24 ms per forward).
 """
 
 from __future__ import annotations
