@@ -6,7 +6,9 @@ What changes (each part documented in its module):
   one convolution / linear layer read by nothing else folds into that layer (SDT-V2's ``BNAndPad``
   included: the padding value stays the BatchNorm's value at zero input).
 * **Pointwise convolutions as one GEMM** (``fold.py``): 1x1 convolutions, folded or not, run as one
-  ``F.linear`` / ``W @ x`` call instead of torch's im2col path.
+  ``F.linear`` / ``W @ x`` call instead of torch's im2col path; other 2-D convolutions keep a
+  channels-last copy of their (folded) weight for channels-last inputs (torch would reorder the weight on
+  every call).
 * **Fused spiking activations** (``kernels.py``, ``spiking.py``): the multi-step LIF and the multi-spike
   quantiser run fewer passes over memory; with ``compile=True`` large tensors go through kernels built by
   ``torch.compile`` (CPU only; a plain fallback, with the reason kept in the report, where compiling fails).
@@ -63,6 +65,7 @@ class OptimizeReport:
     pointwise: list[str] = field(default_factory=list)  # 1x1 convolutions on the GEMM path
     fused: dict[str, int] = field(default_factory=dict)  # fused activation kind -> modules
     attention: list[str] = field(default_factory=list)  # SDT-V3 attentions in the cheaper order
+    in_place: list[str] = field(default_factory=list)  # activations that overwrite their (private) input
     compile_requested: bool = False
     runtime: KernelRuntime = field(default_factory=KernelRuntime)
     trace_seconds: float = 0.0
@@ -84,6 +87,7 @@ class OptimizeReport:
             "pointwise_gemm": self.pointwise,
             "fused_activations": self.fused,
             "reordered_attention": self.attention,
+            "in_place_activations": self.in_place,
             "compile_requested": self.compile_requested,
             "compiled": self.compiled,
             "compile_seconds": self.compile_seconds,
@@ -175,18 +179,22 @@ def optimize(
                 _swap(norm, fold.SWAPS)
                 norm.__dict__["_opt_folded_into"] = names[m]
             report.folded[names[m]] = [names[n] for n in plan[m]]
-        elif pointwise:
-            _swap(m, fold.SWAPS)
+        elif pointwise or fold.is_conv2d(m):
+            _swap(m, fold.SWAPS)  # the GEMM path, or a cached channels-last weight
         if pointwise:
             m.__dict__["_opt_pointwise"] = True
             report.pointwise.append(names[m])
 
     runtime = report.runtime
+    in_place = set(fold.private_inputs(trace))
     for m in model.modules():
         cls = type(m)
         if cls in spiking.SWAPS:
             _swap(m, spiking.SWAPS)
             m.__dict__["_opt_runtime"] = runtime
+            if m in in_place:
+                m.__dict__["_opt_in_place"] = True
+                report.in_place.append(names[m])
             kind = "parametric LIF" if cls is ParametricLIF else "LIF" if cls is LIF else "multi-spike"
             report.fused[kind] = report.fused.get(kind, 0) + 1
         elif reorder_attention and cls in attention.SWAPS and attention.reorder_applies(m):
@@ -265,7 +273,12 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[fold.FoldTrace, dict[str,
     (dtype, steps, constants) variants of the spiking layers, for the compile warm-up."""
     activations: dict[str, set] = {"lif": set(), "multispike": set()}
 
+    def enter(module, inputs):
+        trace.active = module
+        trace.activation_inputs[module].append(inputs[0])
+
     def record(module, inputs, _output):
+        trace.active = None
         x = inputs[0]
         if isinstance(module, MultiSpike):
             activations["multispike"].add((x.dtype, module.max_value, module.norm))
@@ -277,8 +290,11 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[fold.FoldTrace, dict[str,
     training = {m: m.training for m in model.modules()}
     states = _tp_states(model)
     enabled = [st.enabled for st in states]
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, (LIF, MultiSpike))]
     trace = fold.FoldTrace(model)
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, (LIF, MultiSpike)):
+            hooks += [m.register_forward_pre_hook(enter), m.register_forward_hook(record)]
     try:
         model.eval()
         for st in states:

@@ -115,6 +115,10 @@ class FoldTrace(TorchFunctionMode):
         self.outputs_of: dict[nn.Module, list[_Output]] = defaultdict(list)
         self.norm_calls: dict[nn.Module, list[tuple[_Output | None, torch.Tensor]]] = defaultdict(list)
         self.called: list[nn.Module] = []  # producers and norms in first-call order
+        # activation modules (set by the caller's hooks): reads inside one are attributed to it, and each
+        # call's input is recorded, so activations whose input nobody else reads can run in place
+        self.active: nn.Module | None = None
+        self.activation_inputs: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -160,7 +164,7 @@ class FoldTrace(TorchFunctionMode):
                 continue
             if not in_place and (_storage(t) in out_storages or (not outs and _name(func) in _METADATA)):
                 continue  # a view (same storage) or a metadata query (size, stride, dim, ...)
-            rec.readers.append(None)
+            rec.readers.append(self.active)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -210,6 +214,22 @@ def fold_plan(trace: FoldTrace) -> dict[nn.Module, list[nn.Module]]:
     return plan
 
 
+def private_inputs(trace: FoldTrace) -> list[nn.Module]:
+    """Activation modules whose input is, on every call, the whole output of a producer (a layer or a
+    BatchNorm) that nothing but this activation reads: they may overwrite their input."""
+    private = []
+    for module, inputs in trace.activation_inputs.items():
+        ok = bool(inputs)
+        for x in inputs:
+            rec = trace.outputs.get(_storage(x))
+            ok = ok and rec is not None and all(r is module for r in rec.readers) and bool(rec.readers)
+            ok = ok and x.numel() == rec.tensor.numel() and x.storage_offset() == rec.tensor.storage_offset()
+            ok = ok and _dense(x)
+        if ok:
+            private.append(module)
+    return private
+
+
 # -- folded modules ---------------------------------------------------------------------------------------
 
 
@@ -250,20 +270,27 @@ def _fast(module: nn.Module) -> bool:
 class _FoldedLayer:
     """The folded parameters of a layer (``_opt_norms`` in its ``__dict__``), cached and kept current."""
 
-    def _opt_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``(weight, bias, weight as [C_out, C_in] for the GEMM path or None)``."""
+    def _opt_parameters(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(weight, bias, weight as [C_out, C_in] for the GEMM path or None, 4-D weight in channels-last
+        order or None)``. The channels-last copy serves channels-last inputs: torch's convolution would
+        otherwise reorder the weight on every call."""
         norms = self.__dict__.get("_opt_norms", ())
         pointwise = self.__dict__.get("_opt_pointwise", False)
-        if not norms:
-            return self.weight, self.bias, self.weight.flatten(1) if pointwise else None
         sources = [self.weight, self.bias]
         for bn in norms:
             sources += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
         key = _key(sources) + tuple(bn.eps for bn in norms)
         cached = self.__dict__.get("_opt_cache")
         if cached is None or cached[0] != key:
-            w, b = fold_weights(self.weight, self.bias, norms)
-            cached = (key, w, b, w.flatten(1) if pointwise else None)
+            if norms:
+                w, b = fold_weights(self.weight, self.bias, norms)
+            else:
+                w, b = self.weight.detach(), None if self.bias is None else self.bias.detach()
+            w2d = w.flatten(1) if pointwise else None
+            w_cl = w.contiguous(memory_format=torch.channels_last) if w.dim() == 4 and not pointwise else None
+            cached = (key, w, b, w2d, w_cl)
             self.__dict__["_opt_cache"] = cached
         return cached[1:]
 
@@ -289,6 +316,11 @@ def pointwise(x: torch.Tensor, w2d: torch.Tensor, bias: torch.Tensor | None, str
     return None
 
 
+def is_conv2d(module: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` (it gets a cached channels-last weight on the fast path)."""
+    return type(module) is nn.Conv2d
+
+
 def is_pointwise(conv: nn.Module) -> bool:
     return (
         type(conv) in (nn.Conv1d, nn.Conv2d)
@@ -305,11 +337,13 @@ class _FoldedConv(_FoldedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _fast(self):
             return super().forward(x)
-        w, b, w2d = self._opt_parameters()
+        w, b, w2d, w_cl = self._opt_parameters()
         if w2d is not None and x.dim() == self._spatial_dims + 2:
             y = pointwise(x, w2d, b, self.stride)
             if y is not None:
                 return y
+        if w_cl is not None and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            w = w_cl
         return self._conv_forward(x, w, b)
 
 
@@ -331,7 +365,7 @@ class FoldedLinear(_FoldedLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _fast(self):
             return super().forward(x)
-        w, b, _ = self._opt_parameters()
+        w, b, _, _ = self._opt_parameters()
         return F.linear(x, w, b)
 
 

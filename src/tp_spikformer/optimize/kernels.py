@@ -123,6 +123,7 @@ def lif_plain(
     leak: torch.Tensor | None = None,
     v: torch.Tensor | None = None,
     want_v: bool = False,
+    out: torch.Tensor | None = None,
 ):
     """Multi-step LIF over dim 0 of ``x``, in place on one membrane buffer.
 
@@ -130,10 +131,11 @@ def lif_plain(
     parametric LIF), ``v = v + step``, spike ``v >= v_threshold``, hard reset. Here: the first step from a
     zero membrane is ``x_0 / tau`` (the same value; only the sign of a zero may differ, which no spike
     sees), and for ``1 / tau`` a power of two the charge is one ``add_(step, alpha=1/tau)`` (exact scaling,
-    one rounding, as the reference). ``v`` continues from a membrane; ``want_v`` also returns it.
+    one rounding, as the reference). ``v`` continues from a membrane; ``want_v`` also returns it. ``out``
+    receives the spikes (it may be ``x`` itself: step ``t`` reads ``x[t]`` before it writes ``out[t]``).
     """
     steps = x.shape[0]
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     mem = torch.empty_like(x[0]) if v is None else v.clone()
     step = torch.empty_like(mem)
     alpha = 1.0 / tau if leak is None and _power_of_two(1.0 / tau) else None
@@ -157,9 +159,10 @@ def lif_plain(
     return (out, mem) if want_v else out
 
 
-def multispike_plain(x: torch.Tensor, max_value: float, norm: float) -> torch.Tensor:
-    """``round(clamp(x, 0, max_value)) / norm`` with one new tensor (the reference makes three)."""
-    q = torch.clamp(x, 0.0, max_value)
+def multispike_plain(x: torch.Tensor, max_value: float, norm: float, in_place: bool = False) -> torch.Tensor:
+    """``round(clamp(x, 0, max_value)) / norm`` with one new tensor (the reference makes three), or none
+    with ``in_place`` (``x`` is overwritten)."""
+    q = x.clamp_(0.0, max_value) if in_place else torch.clamp(x, 0.0, max_value)
     q.round_()
     return q.div_(norm) if norm != 1.0 else q
 
@@ -252,8 +255,15 @@ def lif(
     v_threshold: float,
     leak: torch.Tensor | None = None,
     runtime: KernelRuntime | None = None,
+    in_place: bool = False,
 ) -> torch.Tensor:
-    """The fused multi-step LIF (see the module docstring); spikes with ``x``'s shape and strides."""
+    """The fused multi-step LIF (see the module docstring); spikes with ``x``'s shape and strides.
+
+    ``in_place``: ``x`` is a temporary nobody else reads; the spikes overwrite it (plain kernel: a fresh
+    output of the size of a large activation costs more in page faults than the compiled kernel saves).
+    """
+    if in_place:
+        return lif_plain(x, tau, v_threshold, leak, out=x)
     if not can_compile(x, runtime, LIF_MIN_NUMEL):
         return lif_plain(x, tau, v_threshold, leak)
     x2d, restore = time_major_2d(x)
@@ -287,9 +297,16 @@ def _lif_chunks(x2d: torch.Tensor, tau: float, v_threshold: float, leak: torch.T
 
 
 def multispike(
-    x: torch.Tensor, max_value: float, norm: float, runtime: KernelRuntime | None = None
+    x: torch.Tensor,
+    max_value: float,
+    norm: float,
+    runtime: KernelRuntime | None = None,
+    in_place: bool = False,
 ) -> torch.Tensor:
-    """The fused multi-spike quantiser; output with ``x``'s shape and strides."""
+    """The fused multi-spike quantiser; output with ``x``'s shape and strides (``in_place``: ``x``, a
+    temporary nobody else reads, is overwritten)."""
+    if in_place:
+        return multispike_plain(x, max_value, norm, in_place=True)
     if not can_compile(x, runtime, MULTISPIKE_MIN_NUMEL):
         return multispike_plain(x, max_value, norm)
     flat, restore = flat_1d(x)

@@ -17,13 +17,18 @@ def _runtime(module: torch.nn.Module) -> kernels.KernelRuntime | None:
     return module.__dict__.get("_opt_runtime")
 
 
+def _in_place(module: torch.nn.Module) -> bool:
+    """``optimize`` found (in its traced forward) that nothing but this module reads its input."""
+    return module.__dict__.get("_opt_in_place", False)
+
+
 class FusedLIF(LIF):
     """:class:`~tp_spikformer.models.layers.LIF` whose inference loop is one fused kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return self._forward_train(x)
-        return kernels.lif(x, self.tau, self.v_threshold, runtime=_runtime(self))
+        return kernels.lif(x, self.tau, self.v_threshold, runtime=_runtime(self), in_place=_in_place(self))
 
 
 class FusedParametricLIF(ParametricLIF):
@@ -33,7 +38,12 @@ class FusedParametricLIF(ParametricLIF):
         if torch.is_grad_enabled() and (x.requires_grad or self.w.requires_grad):
             return self._forward_train(x)
         return kernels.lif(
-            x, self.tau, self.v_threshold, leak=self.w.detach().sigmoid(), runtime=_runtime(self)
+            x,
+            self.tau,
+            self.v_threshold,
+            leak=self.w.detach().sigmoid(),
+            runtime=_runtime(self),
+            in_place=_in_place(self),
         )
 
 
@@ -43,7 +53,9 @@ class FusedMultiSpike(MultiSpike):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return super().forward(x)
-        return kernels.multispike(x, self.max_value, self.norm, runtime=_runtime(self))
+        return kernels.multispike(
+            x, self.max_value, self.norm, runtime=_runtime(self), in_place=_in_place(self)
+        )
 
 
 SWAPS = {LIF: FusedLIF, ParametricLIF: FusedParametricLIF, MultiSpike: FusedMultiSpike}
