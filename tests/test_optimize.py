@@ -111,7 +111,11 @@ def test_keep_all_is_dense_and_pruned_matches_plain_after_optimize(name):
     fast_records = [r.indices for r in state.records]
     plain_state = apply_tp(plain, keep=0.5)
     assert (pruned_fast - forward(plain, x)).abs().max().item() <= 1e-9
-    assert all(torch.equal(a, b.indices) for a, b in zip(fast_records, plain_state.records))
+    # the same kept sets (their order may differ where tied scores differ by one rounding)
+    assert all(
+        torch.equal(a.sort(1).values, b.indices.sort(1).values)
+        for a, b in zip(fast_records, plain_state.records)
+    )
     assert all(r.kept < r.total for r in plain_state.records)  # really pruned
     remove_tp(fast)
     assert is_optimized(fast) and torch.equal(forward(fast, x), dense)

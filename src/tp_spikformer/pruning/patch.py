@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import UsageError, UsageTypeError
 from ..models.protocol import TokenBlock, TPDefaults, as_carry, token_blocks
 from .scorers import ScoreContext
-from .select import gather_tokens, scatter_tokens, top_tokens
+from .select import gather_tokens, scatter_tokens, top_tokens, zeros_tokens_like
 from .state import FALLBACK_WINDOW, BlockRecord, TPState
 
 _TP_CLASSES: dict[type, type] = {}
@@ -308,7 +308,7 @@ def run_parts(block: TokenBlock, x: torch.Tensor, index: torch.Tensor) -> torch.
 
 def _expand_compact(t: torch.Tensor, slot: int, full: torch.Tensor, index: torch.Tensor,
                     grid: tuple[int, int]) -> torch.Tensor:
-    base = full if slot == 0 else t.new_zeros(*t.shape[:-1], grid[0] * grid[1])
+    base = full if slot == 0 else zeros_tokens_like(t, grid[0] * grid[1])
     return scatter_tokens(base, index, t).unflatten(-1, grid)
 
 
