@@ -318,6 +318,24 @@ def test_pointwise_gemm_equals_the_convolution_with_its_layout(layout):
     assert (out - ref).abs().max().item() <= 1e-12
 
 
+@pytest.mark.parametrize("lead", [(3, 2), (2,)])
+def test_gather_and_scatter_keep_the_channels_innermost_layout(lead):
+    from tp_spikformer.pruning.select import _expand, gather_tokens, scatter_tokens, zeros_tokens_like
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(*lead, 30, 8, generator=g).transpose(-1, -2)  # [..., C=8, N=30], C innermost
+    index = torch.stack([torch.randperm(30, generator=g)[:12] for _ in range(lead[-1])])  # [B, K]
+    compact = gather_tokens(tokens, index)
+    assert torch.equal(compact, tokens.contiguous().gather(-1, _expand(index, tokens)))
+    assert compact.transpose(-1, -2).is_contiguous()
+    values = torch.randn(compact.shape, generator=g).transpose(-1, -2).contiguous().transpose(-1, -2)
+    full = scatter_tokens(tokens, index, values)
+    assert torch.equal(full, tokens.contiguous().scatter(-1, _expand(index, tokens), values))
+    assert full.transpose(-1, -2).is_contiguous()
+    zeros = zeros_tokens_like(values, 30)
+    assert zeros.shape == tokens.shape and not zeros.any() and zeros.transpose(-1, -2).is_contiguous()
+
+
 # -- kernels -------------------------------------------------------------------------------------------------------
 
 
