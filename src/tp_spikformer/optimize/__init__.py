@@ -300,7 +300,8 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[fold.FoldTrace, dict[str,
         for st in states:
             st.enabled = False
         with torch.no_grad(), trace:
-            model(x)
+            result = model(x)
+        trace.mark_returned(result)
     finally:
         for h in hooks:
             h.remove()

@@ -144,6 +144,14 @@ class FoldTrace(TorchFunctionMode):
             self.outputs_of[producer].append(rec)
         return out
 
+    def mark_returned(self, result) -> None:
+        """The forward returned ``result``: its tensors are read by the caller (not private to a neuron)."""
+        for t in tree_flatten(result)[0]:
+            if isinstance(t, torch.Tensor):
+                rec = self.outputs.get(_storage(t))
+                if rec is not None:
+                    rec.readers.append(None)
+
     def _read(self, func, args, kwargs, out, norm, norm_input) -> None:
         if norm is not None:
             rec = self.outputs.get(_storage(norm_input)) if isinstance(norm_input, torch.Tensor) else None
