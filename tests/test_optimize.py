@@ -47,7 +47,7 @@ def forward(model, x):
         return model(x)
 
 
-# -- golden cases ----------------------------------------------------------------------------------------------
+# -- golden cases --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", golden_cases())
@@ -83,7 +83,7 @@ def test_optimized_tp_matches_official_tp(path, order):
         assert torch.equal(rec.indices.sort(1).values, ref.sort(1).values)
 
 
-# -- the registry's tiny models ---------------------------------------------------------------------------------
+# -- the registry's tiny models ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -131,7 +131,7 @@ def test_pruned_blocks_run_only_their_kept_tokens_when_optimized():
     assert seen == [8]  # [B, C, N, 1] view of the kept 8 of the 16 tokens
 
 
-# -- checkpoints, undo, training mode --------------------------------------------------------------------------
+# -- checkpoints, undo, training mode ------------------------------------------------------------------------
 
 
 def test_state_dict_is_the_plain_models_and_loading_refolds():
@@ -242,13 +242,14 @@ def test_optimize_needs_an_example_input_for_foreign_models():
         optimize("model")
 
 
-# -- the folding trace -------------------------------------------------------------------------------------------
+# -- the folding trace ---------------------------------------------------------------------------------------
 
 
 class _Shapes(nn.Module):
     """Folds (conv -> BN, linear -> BN1d on a transposed view, conv -> BN -> BN) and non-folds (a conv
     output read twice, a BatchNorm reading a sum); a neuron reading a private BN output (in place), one
-    reading an output that is read again later and one reading an output the forward returns (not in place)."""
+    reading an output that is read again later and one reading an output the forward returns (not in
+    place)."""
 
     def __init__(self):
         super().__init__()
@@ -342,7 +343,7 @@ def test_gather_and_scatter_keep_the_channels_innermost_layout(lead):
     assert zeros.shape == tokens.shape and not zeros.any() and zeros.transpose(-1, -2).is_contiguous()
 
 
-# -- kernels -------------------------------------------------------------------------------------------------------
+# -- kernels -------------------------------------------------------------------------------------------------
 
 
 def _lif_inputs():
@@ -384,7 +385,8 @@ def test_plain_multispike_is_bit_identical_to_the_reference():
 
 needs_compile = pytest.mark.skipif(
     not os.environ.get("TP_SPIKFORMER_TEST_COMPILE"),
-    reason="compiles kernels with torch.compile (20-80 s on a cold inductor cache); set TP_SPIKFORMER_TEST_COMPILE=1",
+    reason="compiles kernels with torch.compile (20-80 s on a cold inductor cache); "
+    "set TP_SPIKFORMER_TEST_COMPILE=1",
 )
 
 
@@ -435,7 +437,7 @@ def test_a_failing_compiler_falls_back_to_plain_kernels_and_says_why(monkeypatch
     assert not report.compiled and "plain kernels" in caplog.text
 
 
-# -- SDT-V3 attention order -------------------------------------------------------------------------------------
+# -- SDT-V3 attention order ----------------------------------------------------------------------------------
 
 
 def test_reordered_attention_is_bit_identical_in_float32():
@@ -450,7 +452,7 @@ def test_reordered_attention_is_bit_identical_in_float32():
     assert not attention.exact_in_either_order(torch.bfloat16, 8, 8)
 
 
-# -- command line ---------------------------------------------------------------------------------------------------
+# -- command line --------------------------------------------------------------------------------------------
 
 
 def test_optimize_option_on_inference_commands_only(tmp_path, capsys):

@@ -262,7 +262,8 @@ def _short_keep(keep: str | None) -> str | None:
 
 
 def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = "official",
-              scorer: str | Callable | None = None, names: Sequence[str] | None = None, **tp_kwargs: Any) -> list[str]:
+              scorer: str | Callable | None = None, names: Sequence[str] | None = None,
+              **tp_kwargs: Any) -> list[str]:
     """Kept-token masks per block and the token-depth map over each input image; one PNG per image.
 
     ``scorer=None``: the model's default (``official``; ``official_literal`` for ``official_arithmetic``).

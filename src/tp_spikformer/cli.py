@@ -32,8 +32,7 @@ def _load_model(args) -> torch.nn.Module:
     from .runtime import resolve_device
 
     device = resolve_device(args.device)
-    if args.optimize and args.official_arithmetic:
-        raise UsageError("--optimize changes the float32 arithmetic that --official-arithmetic keeps; pass one of them")
+    options.check_optimize(args)
     model = create_model(args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic,
                          **options.parse_overrides(args.set))
     if args.checkpoint:

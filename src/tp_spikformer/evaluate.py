@@ -319,10 +319,10 @@ def run_args(args: argparse.Namespace) -> int:
         runtime.set_threads(args.threads, info)
         device = runtime.resolve_device(args.device, info)
         out = options.output_dir(args.out, "evaluate") if info.main and "json" not in vars(args) else None
-        if args.optimize and args.official_arithmetic:
-            raise UsageError("--optimize changes the float32 arithmetic that --official-arithmetic keeps; pass one of them")
+        options.check_optimize(args)
+        overrides = options.parse_overrides(args.set)
         model = create_model(args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic,
-                             **options.parse_overrides(args.set))
+                             **overrides)
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
         if args.keep is not None or args.scorer is not None:

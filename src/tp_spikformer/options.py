@@ -133,8 +133,8 @@ def add_tp_args(p: argparse.ArgumentParser, *, multi: bool = False, default_keep
         g.add_argument("--keep", default=default_keep,
                        help=f"fraction (0.5), 'official', rule:values e.g. side_ratio:0.9,0.8, or a schedule.json {what}")
         g.add_argument("--scorer", default=None, choices=names, metavar="SCORER",
-                       help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes; default: "
-                            "official, or official_literal with --official-arithmetic)")
+                       help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes; "
+                            "default: official, or official_literal with --official-arithmetic)")
         _alias(g, "--tp-keep", "keep")
         _alias(g, "--tp-scorer", "scorer")
     g.add_argument("--window", type=positive_int, default=None, help="spatial window (default: the model's own)")
@@ -153,7 +153,9 @@ def add_output_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_runtime_args(p: argparse.ArgumentParser, threads_default: int | None = None, *, optimize: bool = False) -> None:
+def add_runtime_args(
+    p: argparse.ArgumentParser, threads_default: int | None = None, *, optimize: bool = False
+) -> None:
     """``optimize=True`` adds ``--optimize`` (commands that run models for inference; not training, which
     needs the BatchNorm statistics)."""
     g = p.add_argument_group("runtime")
@@ -167,13 +169,20 @@ def add_runtime_args(p: argparse.ArgumentParser, threads_default: int | None = N
                             "(cached on disk), 'plain' does not")
 
 
+def check_optimize(args: argparse.Namespace) -> None:
+    """``--optimize`` and ``--official-arithmetic`` exclude each other (checked before any model is built)."""
+    if getattr(args, "optimize", None) and getattr(args, "official_arithmetic", False):
+        raise UsageError(
+            "--optimize changes the float32 arithmetic that --official-arithmetic keeps; pass one of them"
+        )
+
+
 def maybe_optimize(model, args: argparse.Namespace):
-    """Apply ``--optimize`` to a model (after its weights are loaded); print what it did. Returns the model."""
+    """Apply ``--optimize`` to a model (after its weights are loaded) and print what it did; returns it."""
     mode = getattr(args, "optimize", None)
     if mode is None:
         return model
-    if getattr(args, "official_arithmetic", False):
-        raise UsageError("--optimize changes the float32 arithmetic that --official-arithmetic keeps; pass one of them")
+    check_optimize(args)
     from .optimize import optimization_report, optimize
 
     optimize(model, compile=mode == "compile")

@@ -151,7 +151,8 @@ def create_model(
 
     ``official_arithmetic=True`` makes float32 outputs follow the official code's arithmetic where its own
     kernels allow: NCHW tensors instead of channels-last, no ``tp_spikformer.optimize`` (it refuses such a
-    model), and the ``official_literal`` TP scorer by default (``SpikingTransformer.set_official_arithmetic``).
+    model), and the ``official_literal`` TP scorer by default
+    (``SpikingTransformer.set_official_arithmetic``).
     Use it to reproduce published float32 numbers; float64 results are the same either way.
     """
     cfg = get_model_config(name)
@@ -175,7 +176,9 @@ def create_model(
         raise UsageError("out_indices selects backbone stage outputs: pass it with features_only=True")
     if official_arithmetic is not False:
         if not hasattr(model, "set_official_arithmetic"):
-            raise UsageError(f"'{name}' is not a SpikingTransformer; official_arithmetic applies to those only")
+            raise UsageError(
+                f"'{name}' is not a SpikingTransformer; official_arithmetic applies to those only"
+            )
         model.set_official_arithmetic(official_arithmetic)
     model_t = getattr(model, "T", None)  # None for frame models that take T from the input
     model.config = replace(

@@ -62,7 +62,7 @@ class SpikingTransformer(nn.Module):
     # A checkpoint may lack them (e.g. a re-export that dropped them) and still load strictly.
     unused_keys: tuple[str, ...] = ()
 
-    def set_official_arithmetic(self, enabled: bool = True) -> "SpikingTransformer":
+    def set_official_arithmetic(self, enabled: bool = True) -> SpikingTransformer:
         """Run the official code's float32 arithmetic, as far as our code can: contiguous NCHW tensors
         (no channels-last), and, read by ``tp_spikformer.optimize`` and ``apply_tp``, no folded BatchNorms
         or fused kernels (optimize refuses the model) and the ``official_literal`` scorer (the official

@@ -224,7 +224,7 @@ def deoptimize(model: nn.Module) -> OptimizeReport | None:
     return report if isinstance(report, OptimizeReport) else None
 
 
-# -- helpers --------------------------------------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------------------
 
 
 def _swap(module: nn.Module, table: dict[type, type]) -> None:

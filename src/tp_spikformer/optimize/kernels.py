@@ -13,8 +13,9 @@ quantiser on ``[M]``. The result has the input's strides (channels-last stays ch
   the reference's; a test checks bit-identity in float32 and float64. They are built lazily, once per
   process and (dtype, chunk length, variant), and inductor caches the generated code on disk (its
   ``fx_graph_cache``), so later processes skip most of the compile time. Compiled kernels are used on the
-  CPU only, for tensors of at least :data:`LIF_MIN_NUMEL` / :data:`MULTISPIKE_MIN_NUMEL` elements, and never under a Python
-  dispatch or function mode (measurement trackers, tracing): there the plain kernels run.
+  CPU only, for tensors of at least :data:`LIF_MIN_NUMEL` / :data:`MULTISPIKE_MIN_NUMEL` elements, never
+  under a Python dispatch or function mode (measurement trackers, tracing), and not for neurons that
+  overwrite a private input (``in_place``): there the plain kernels run.
 
 A long time axis (QKFormer's batch-coupled ``proj_lif`` integrates over ``T * B`` steps) runs in chunks of
 at most :data:`MAX_CHUNK` steps with the membrane carried between chunks, so a compiled kernel never
@@ -98,7 +99,7 @@ def time_major_2d(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor
 
 
 def flat_1d(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """``x`` as a contiguous 1-D view in memory order (a copy only when ``x`` is not dense), and the inverse."""
+    """``x`` as a contiguous 1-D view in memory order (a copy only if ``x`` is not dense), and the inverse."""
     perm = _dense_permutation(x)
     if perm is None:
         x = x.contiguous()

@@ -42,7 +42,7 @@ def _channels_innermost(tokens: torch.Tensor) -> bool:
 
 
 def _row_index(index: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``[B, K]`` token indices -> indices of the rows of ``tokens`` seen as ``[L*B*N, C]`` (``L`` = T or 1)."""
+    """``[B, K]`` token indices -> row indices of ``tokens`` seen as ``[L*B*N, C]`` (``L`` = T or 1)."""
     b, n = index.shape[0], tokens.shape[-1]
     groups = tokens[..., 0, 0].numel()  # T*B or B
     base = torch.arange(groups, device=index.device).mul_(n)  # [L*B]

@@ -180,7 +180,8 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
 
     if model is None:
         model = create_model(args.model, pretrained=args.pretrained,
-                             official_arithmetic=getattr(args, "official_arithmetic", False), **parse_overrides(args.set))
+                             official_arithmetic=getattr(args, "official_arithmetic", False),
+                             **parse_overrides(args.set))
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
     tp_state = None
