@@ -321,8 +321,8 @@ def run_args(args: argparse.Namespace) -> int:
         out = options.output_dir(args.out, "evaluate") if info.main and "json" not in vars(args) else None
         options.check_optimize(args)
         overrides = options.parse_overrides(args.set)
-        model = create_model(args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic,
-                             **overrides)
+        model = create_model(args.model, pretrained=args.pretrained,
+                             official_arithmetic=args.official_arithmetic, **overrides)
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
         if args.keep is not None or args.scorer is not None:
