@@ -79,8 +79,9 @@ def run_case(
         first_forward = time.perf_counter() - t0
         out_plain = plain(x1)
         out_plain_tp, out_opt_tp = plain_tp(x1), optimized_tp(x1)
-    same_tokens = all(
-        torch.equal(a.indices, b.indices) for a, b in zip(state_plain.records, state_opt.records)
+    same_tokens = all(  # the same kept sets (the order of tied scores may differ)
+        torch.equal(a.indices.sort(1).values, b.indices.sort(1).values)
+        for a, b in zip(state_plain.records, state_opt.records)
     )
     macs_dense = count_ops(plain, x1).dense_macs()
     macs_tp = count_ops(plain_tp, x1).dense_macs()
