@@ -10,6 +10,7 @@ from .api import bench, compare, evaluate_variants, save_sweep_plots, sweep, vis
 from .data import load_dataset
 from .evaluate import evaluate
 from .models import create_model, get_model_config, list_models, load_checkpoint
+from .optimize import deoptimize, optimize  # the function shadows the subpackage's attribute name
 from .pruning import apply_tp, get_tp_state, remove_tp
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "calibrate",
     "compare",
     "create_model",
+    "deoptimize",
     "evaluate",
     "evaluate_variants",
     "get_model_config",
@@ -28,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "load_dataset",
     "measure",
+    "optimize",
     "pruning",
     "remove_tp",
     "save_sweep_plots",

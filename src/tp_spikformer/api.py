@@ -294,9 +294,11 @@ def _keep_label(keep: Any) -> str | None:
     return parsed if isinstance(parsed, str) else str(parsed)
 
 
-def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str | Callable = "official",
+def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str | Callable | None = None,
             **kwargs: Any) -> Comparison:
     """Dense vs TP-pruned ``model`` on ``dataset``: accuracy, SOPs/energy, throughput and memory side by side.
+
+    ``scorer=None``: the model's default (``official``; ``official_literal`` for ``official_arithmetic``).
 
     Keyword arguments as :func:`evaluate_variants` (batch_size, limit, energy_batches, conventions, speed,
     speed_batch_size, speed_repeats, device, progress, tp_kwargs).
@@ -339,8 +341,11 @@ def _short_keep(keep: str | None) -> str | None:
 
 
 def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = "official",
-              scorer: str | Callable = "official", names: Sequence[str] | None = None, **tp_kwargs: Any) -> list[str]:
+              scorer: str | Callable | None = None, names: Sequence[str] | None = None,
+              **tp_kwargs: Any) -> list[str]:
     """Kept-token masks per block and the token-depth map over each input image; one PNG per image.
+
+    ``scorer=None``: the model's default (``official``; ``official_literal`` for ``official_arithmetic``).
 
     ``images``: a batch in the model's input layout. Returns the PNG paths (``<out_dir>/tokens_<i>.png``).
     """

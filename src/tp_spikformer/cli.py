@@ -32,10 +32,12 @@ def _load_model(args) -> torch.nn.Module:
     from .runtime import resolve_device
 
     device = resolve_device(args.device)
-    model = create_model(args.model, pretrained=args.pretrained, **options.parse_overrides(args.set))
+    options.check_optimize(args)
+    model = create_model(args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic,
+                         **options.parse_overrides(args.set))
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
-    return model.to(device).eval()
+    return options.maybe_optimize(model.to(device).eval(), args)
 
 
 def _load_data(args, model):
@@ -109,6 +111,9 @@ def _write_config(out: str, args, model=None, extra: dict | None = None) -> str:
     resolved = {"command": args.command, "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
                 "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     cfg = getattr(model, "config", None)
+    report = getattr(model, "__dict__", {}).get("_opt_report")
+    if report is not None:
+        resolved["optimize"] = report.to_dict()
     if cfg is not None:
         resolved["model"] = {"name": cfg.name, "family": cfg.family, "variant": cfg.variant, "T": cfg.T,
                              "num_classes": cfg.num_classes, "kwargs": cfg.kwargs, "data": cfg.data.__dict__,
@@ -341,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         e = sub.add_parser(name, help=text)
         options.add_model_args(e), options.add_task_arg(e), options.add_tp_args(e, multi=multi), options.add_data_args(e)
-        _add_measure_args(e), options.add_output_args(e, name), options.add_runtime_args(e)
+        _add_measure_args(e), options.add_output_args(e, name), options.add_runtime_args(e, optimize=True)
         e.set_defaults(func=func)
 
     b = sub.add_parser("bench", help="latency/throughput/memory, dense and pruned interleaved")
@@ -349,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", nargs="+", type=options.positive_int, default=[1, 8])
     b.add_argument("--repeats", type=options.positive_int, default=10)
     b.add_argument("--warmup", type=options.non_negative_int, default=2)
-    options.add_output_args(b, "bench"), options.add_runtime_args(b)
+    options.add_output_args(b, "bench"), options.add_runtime_args(b, optimize=True)
     b.set_defaults(func=_cmd_bench, keeps=["official"], scorers=["official"])
 
     c = sub.add_parser("calibrate", help="search per-block keep fractions for a MACs/SOPs/latency budget; writes "
@@ -366,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--indices", nargs="+", type=options.non_negative_int, default=[0, 1, 2, 3],
                    help="dataset samples to draw")
     v.add_argument("--image", nargs="+", default=None, help="image files instead of dataset samples")
-    options.add_output_args(v, "visualize"), options.add_runtime_args(v)
+    options.add_output_args(v, "visualize"), options.add_runtime_args(v, optimize=True)
     v.set_defaults(func=_cmd_visualize)
 
     for name in ("train", "finetune"):

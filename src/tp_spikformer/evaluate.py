@@ -293,7 +293,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-class", action="store_true")
     g.add_argument("--json", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling: a results file
     options.add_output_args(p, "evaluate")
-    options.add_runtime_args(p, threads_default=0)
+    options.add_runtime_args(p, threads_default=0, optimize=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,11 +319,16 @@ def run_args(args: argparse.Namespace) -> int:
         runtime.set_threads(args.threads, info)
         device = runtime.resolve_device(args.device, info)
         out = options.output_dir(args.out, "evaluate") if info.main and "json" not in vars(args) else None
-        model = create_model(args.model, pretrained=args.pretrained, **options.parse_overrides(args.set))
+        options.check_optimize(args)
+        overrides = options.parse_overrides(args.set)
+        model = create_model(args.model, pretrained=args.pretrained,
+                             official_arithmetic=args.official_arithmetic, **overrides)
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
         if args.keep is not None or args.scorer is not None:
-            apply_tp(model, keep=args.keep or "official", scorer=args.scorer or "official", **options.tp_options(args))
+            scorer = {"scorer": args.scorer} if args.scorer is not None else {}  # default: the model's
+            apply_tp(model, keep=args.keep or "official", **scorer, **options.tp_options(args))
+        model = options.maybe_optimize(model.to(device).eval(), args)
         dataset = load_dataset(args.dataset, args.split, args.data_root, model.config.data, limit=args.limit,
                                T=args.frames)
         check_labels(dataset, model.num_classes)

@@ -3,9 +3,10 @@
 the error policy (a :class:`~tp_spikformer.errors.UsageError` prints its message and exits with 2; any
 other exception is a bug and keeps its traceback).
 
-Groups: model (``--model --checkpoint --pretrained --use-ema --trust-checkpoint --set``), data
-(``--dataset --data-root --split --limit --frames --batch-size``), TP (``--keep --scorer --window --mode
---cumulative --gather-order``), output (``--out --no-progress``) and runtime (``--device --threads``).
+Groups: model (``--model --checkpoint --pretrained --use-ema --trust-checkpoint --set
+--official-arithmetic``), data (``--dataset --data-root --split --limit --frames --batch-size``), TP
+(``--keep --scorer --window --mode --cumulative --gather-order``), output (``--out --no-progress``) and
+runtime (``--device --threads``, and ``--optimize`` for the commands that run models for inference).
 Spellings of earlier releases (``--data``, ``--tp-keep``, ``--tp-scorer``, ``--tp-window``, ``--tp-mode``,
 ``--output``, ``--test-data``) are accepted as hidden aliases.
 """
@@ -94,6 +95,9 @@ def add_model_args(p: argparse.ArgumentParser, *, pretrained_help: str = "the we
                    help="allow full unpickling of the checkpoint (only for files you trust)")
     g.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override constructor arguments, e.g. --set T=2 proj_lif_mode=per_sample")
+    g.add_argument("--official-arithmetic", action="store_true",
+                   help="float32 outputs as the official code computes them: NCHW, no --optimize, the "
+                        "official_literal scorer by default (use it to reproduce a published number)")
 
 
 TASKS = ("classification", "segmentation", "detection", "tracking")
@@ -136,8 +140,9 @@ def add_tp_args(p: argparse.ArgumentParser, *, multi: bool = False, default_keep
         what = "(default: official)" if default_keep == "official" else "(default: no pruning)"
         g.add_argument("--keep", default=default_keep,
                        help=f"fraction (0.5), 'official', rule:values e.g. side_ratio:0.9,0.8, or a schedule.json {what}")
-        g.add_argument("--scorer", default=None if default_keep is None else "official", choices=names,
-                       metavar="SCORER", help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes)")
+        g.add_argument("--scorer", default=None, choices=names, metavar="SCORER",
+                       help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes; "
+                            "default: official, or official_literal with --official-arithmetic)")
         _alias(g, "--tp-keep", "keep")
         _alias(g, "--tp-scorer", "scorer")
     g.add_argument("--window", type=positive_int, default=None, help="spatial window (default: the model's own)")
@@ -156,11 +161,41 @@ def add_output_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_runtime_args(p: argparse.ArgumentParser, threads_default: int | None = None) -> None:
+def add_runtime_args(
+    p: argparse.ArgumentParser, threads_default: int | None = None, *, optimize: bool = False
+) -> None:
+    """``optimize=True`` adds ``--optimize`` (commands that run models for inference; not training, which
+    needs the BatchNorm statistics)."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--threads", type=non_negative_int, default=threads_default,
                    help="torch CPU threads (0: the cores divided among local processes)")
+    if optimize:
+        g.add_argument("--optimize", nargs="?", const="compile", default=None, choices=["compile", "plain"],
+                       help="inference fast path (tp_spikformer.optimize): BatchNorm folded, fused spiking "
+                            "kernels; 'compile' (default) builds the large-tensor kernels with torch.compile "
+                            "(cached on disk), 'plain' does not")
+
+
+def check_optimize(args: argparse.Namespace) -> None:
+    """``--optimize`` and ``--official-arithmetic`` exclude each other (checked before any model is built)."""
+    if getattr(args, "optimize", None) and getattr(args, "official_arithmetic", False):
+        raise UsageError(
+            "--optimize changes the float32 arithmetic that --official-arithmetic keeps; pass one of them"
+        )
+
+
+def maybe_optimize(model, args: argparse.Namespace):
+    """Apply ``--optimize`` to a model (after its weights are loaded) and print what it did; returns it."""
+    mode = getattr(args, "optimize", None)
+    if mode is None:
+        return model
+    check_optimize(args)
+    from .optimize import optimization_report, optimize
+
+    optimize(model, compile=mode == "compile")
+    print(optimization_report(model).summary(), file=sys.stderr)
+    return model
 
 
 def tp_options(args: argparse.Namespace) -> dict[str, Any]:

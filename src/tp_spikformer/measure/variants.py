@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..pruning import apply_tp, get_tp_state, is_patched
+from ..pruning import apply_tp, default_scorer, get_tp_state, is_patched
 from ..pruning.schedule import parse_keep
 
 DENSE = "dense"
@@ -43,7 +43,7 @@ class Variant(nn.Module):
                  label: str | None = None):
         super().__init__()
         self.model = model
-        self.keep, self.scorer = keep, (None if keep is None else scorer or "official")
+        self.keep, self.scorer = keep, (None if keep is None else scorer or default_scorer(model))
         self.label = label or variant_label(keep, self.scorer)
 
     def activate(self) -> nn.Module:

@@ -132,6 +132,7 @@ def create_model(
     pretrained: bool = False,
     features_only: bool = False,
     out_indices: Any = None,
+    official_arithmetic: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading a checkpoint (file path or state dict).
@@ -147,6 +148,12 @@ def create_model(
     layout such as SDT-V3's ``"detection"`` / ``"segmentation"``); ``model.feature_info`` describes them. A
     classification checkpoint loads into it (the head keys are dropped and reported), and so does a
     detector/segmenter/tracker checkpoint (its ``backbone.`` keys).
+
+    ``official_arithmetic=True`` makes float32 outputs follow the official code's arithmetic where its own
+    kernels allow: NCHW tensors instead of channels-last, no ``tp_spikformer.optimize`` (it refuses such a
+    model), and the ``official_literal`` TP scorer by default
+    (``SpikingTransformer.set_official_arithmetic``).
+    Use it to reproduce published float32 numbers; float64 results are the same either way.
     """
     cfg = get_model_config(name)
     if pretrained:
@@ -167,6 +174,12 @@ def create_model(
         model.as_backbone(out_indices)
     elif out_indices is not None:
         raise UsageError("out_indices selects backbone stage outputs: pass it with features_only=True")
+    if official_arithmetic is not False:
+        if not hasattr(model, "set_official_arithmetic"):
+            raise UsageError(
+                f"'{name}' is not a SpikingTransformer; official_arithmetic applies to those only"
+            )
+        model.set_official_arithmetic(official_arithmetic)
     model_t = getattr(model, "T", None)  # None for frame models that take T from the input
     model.config = replace(
         cfg,

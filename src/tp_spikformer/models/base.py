@@ -46,6 +46,9 @@ class SpikingTransformer(nn.Module):
     # inference in channels-last memory order (faster stems; float32 results may differ in rare spikes, see
     # _memory_format); set False for contiguous NCHW
     channels_last: bool = True
+    # create_model(..., official_arithmetic=True): NCHW, no optimize(), the literal official TP scorer by
+    # default, so float32 outputs follow the official code's kernels (see set_official_arithmetic)
+    official_arithmetic: bool = False
     # NaN/Inf input check: always on CPU; on accelerators only on the first forward (a device-to-host sync)
     # unless check_inputs is True
     check_inputs: bool = False
@@ -58,6 +61,23 @@ class SpikingTransformer(nn.Module):
     # Checkpoint filter: regular expressions of state_dict keys the official code builds but never uses.
     # A checkpoint may lack them (e.g. a re-export that dropped them) and still load strictly.
     unused_keys: tuple[str, ...] = ()
+
+    def set_official_arithmetic(self, enabled: bool = True) -> SpikingTransformer:
+        """Run the official code's float32 arithmetic, as far as our code can: contiguous NCHW tensors
+        (no channels-last), and, read by ``tp_spikformer.optimize`` and ``apply_tp``, no folded BatchNorms
+        or fused kernels (optimize refuses the model) and the ``official_literal`` scorer (the official
+        C x C convolution) as the default TP scorer.
+
+        Why: a spiking model turns a 1-ulp difference of a convolution (another memory layout or kernel
+        rounds differently) into a flipped spike when a membrane sits at the threshold, and the flips
+        cascade, so float32 outputs match the official code only with its layouts and kernels. Float64
+        results do not depend on it. ``enabled=False`` restores the defaults (channels-last inference).
+        """
+        if not isinstance(enabled, bool):
+            raise UsageTypeError(f"official_arithmetic must be True or False, got {enabled!r}")
+        self.official_arithmetic = enabled
+        self.channels_last = not enabled
+        return self
 
     # -- input -------------------------------------------------------------------------------------
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -72,6 +72,8 @@ class TPDefaults:
     * ``source``: where the values come from.
     * ``protect`` / ``demote``: callables ``(H, W) -> bool mask [N] or None`` of tokens always kept (a
       tracker's template) and tokens ranked last (padding); the pruning state's defaults for them.
+    * ``scorer``: the scorer ``apply_tp`` uses when none is given (``"official"``; ``apply_tp`` makes it
+      ``"official_literal"`` for a model built with ``official_arithmetic=True``).
     """
 
     window: int = 3
@@ -81,6 +83,7 @@ class TPDefaults:
     source: str = ""
     protect: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
     demote: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
+    scorer: str = "official"
 
 
 class TokenBlock(nn.Module):

@@ -1,6 +1,6 @@
 """TP-Spikformer token pruning: scorers, keep schedules and the block-level early-stopping patch."""
 
-from .patch import apply_tp, get_tp_state, is_patched, remove_tp, run_parts
+from .patch import apply_tp, default_scorer, get_tp_state, is_patched, remove_tp, run_parts
 from .schedule import KeepSchedule, count, fraction, parse_keep, prune_ratio, side, side_ratio
 from .schedule_file import load_schedule, read_schedule_file, save_schedule
 from .scorers import ScoreContext, describe_scorers, get_scorer, register_scorer, scorer_names
@@ -14,6 +14,7 @@ __all__ = [
     "TPState",
     "apply_tp",
     "count",
+    "default_scorer",
     "describe_scorers",
     "fraction",
     "gather_tokens",

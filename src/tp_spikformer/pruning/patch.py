@@ -25,6 +25,7 @@ all its tokens it runs its own forward, so keep-all is the dense model bit for b
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -33,7 +34,7 @@ from torch import nn
 from ..errors import UsageError, UsageTypeError
 from ..models.protocol import TokenBlock, TPDefaults, as_carry, token_blocks
 from .scorers import ScoreContext
-from .select import gather_tokens, scatter_tokens, top_tokens
+from .select import gather_tokens, scatter_tokens, top_tokens, zeros_tokens_like
 from .state import FALLBACK_WINDOW, BlockRecord, TPState
 
 _TP_CLASSES: dict[type, type] = {}
@@ -115,8 +116,10 @@ def apply_tp(
             (default: the family's official k_values, or its documented fraction for another depth), a
             :class:`KeepSchedule` (``side([12, 12, ...])``, ``side_ratio(...)``, ``prune_ratio(...)``,
             ``count(...)``) or a string ``"side_ratio:0.9,0.8"``.
-        scorer: a registered scorer name (default ``official``; see ``scorer_names()``) or a callable
-            ``(x [T,B,C,H,W], ScoreContext) -> [B, H*W]``.
+        scorer: a registered scorer name (see ``scorer_names()``) or a callable
+            ``(x [T,B,C,H,W], ScoreContext) -> [B, H*W]``. Default: the model's (``TPDefaults.scorer``):
+            ``official``, or ``official_literal`` (the official C x C convolution, for float32 agreement)
+            on a model built with ``create_model(..., official_arithmetic=True)``.
         window: spatial neighbourhood side (default: the model's declared one, 3 or 7 for QKFormer; 3 with a
             logged notice for a model that declares none).
         mode: ``"stop"`` (default; block-level early stopping, the paper's IR-Arc) or ``"drop"`` (tokens are
@@ -198,11 +201,15 @@ def _entry_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _find_defaults(model: nn.Module, num_blocks: int) -> TPDefaults | None:
-    """The TP defaults the model (or, for a wrapper such as a detector, its first sub-model) declares."""
+    """The TP defaults the model (or, for a wrapper such as a detector, its first sub-model) declares; on a
+    model built with ``official_arithmetic=True`` the default scorer is ``official_literal``."""
     for name, m in model.named_modules():
         fn = getattr(m, "tp_defaults", None)
         if callable(fn):
-            return fn(num_blocks)
+            defaults = fn(num_blocks)
+            if getattr(m, "official_arithmetic", False) and defaults.scorer == "official":
+                defaults = replace(defaults, scorer="official_literal")
+            return defaults
     _log.info("%s declares no TP defaults (tp_defaults): scorer window %d; keep must be given",
               type(model).__name__, FALLBACK_WINDOW)
     return None
@@ -213,6 +220,14 @@ def _supports_drop(model: nn.Module, blocks: list[tuple[str, TokenBlock]]) -> bo
     if not getattr(model, "supports_token_drop", False):
         return False
     return all(p.kind == "token" for _, b in blocks for p in b.block_parts())
+
+
+def default_scorer(model: nn.Module) -> str:
+    """The scorer :func:`apply_tp` uses on ``model`` when none is given (see its ``scorer`` argument)."""
+    if is_patched(model) and model._tp_state.defaults is not None:
+        return model._tp_state.defaults.scorer
+    defaults = _find_defaults(model, len(token_blocks(model)))
+    return defaults.scorer if defaults is not None else "official"
 
 
 def remove_tp(model: nn.Module) -> list[str]:
@@ -309,7 +324,7 @@ def run_parts(block: TokenBlock, x: torch.Tensor, index: torch.Tensor) -> torch.
 
 def _expand_compact(t: torch.Tensor, slot: int, full: torch.Tensor, index: torch.Tensor,
                     grid: tuple[int, int]) -> torch.Tensor:
-    base = full if slot == 0 else t.new_zeros(*t.shape[:-1], grid[0] * grid[1])
+    base = full if slot == 0 else zeros_tokens_like(t, grid[0] * grid[1])
     return scatter_tokens(base, index, t).unflatten(-1, grid)
 
 

@@ -76,7 +76,7 @@ class TPState:
         self.defaults = defaults
         self.supports_drop = supports_drop
         self._keep: KeepSchedule | None = None
-        self._scorer: Any = "official"
+        self._scorer: Any = defaults.scorer if defaults is not None else "official"
         self._window = defaults.window if defaults is not None else FALLBACK_WINDOW
         self._mode = "stop"
         self._cumulative = False

@@ -179,15 +179,18 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
     from ..pruning import apply_tp
 
     if model is None:
-        model = create_model(args.model, pretrained=args.pretrained, **parse_overrides(args.set))
+        model = create_model(args.model, pretrained=args.pretrained,
+                             official_arithmetic=getattr(args, "official_arithmetic", False),
+                             **parse_overrides(args.set))
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
         if getattr(args, "init_from", None):
             load_classifier_weights(model, args.init_from, trusted=args.trust_checkpoint)
     tp_state = None
     if args.keep is not None or args.scorer is not None:
-        tp_state = apply_tp(model, keep=args.keep if args.keep is not None else "official",
-                            scorer=args.scorer or "official", window=args.window, mode=args.mode)
+        scorer = {"scorer": args.scorer} if args.scorer is not None else {}  # default: the model's
+        tp_state = apply_tp(model, keep=args.keep if args.keep is not None else "official", **scorer,
+                            window=args.window, mode=args.mode)
     return model, tp_state
 
 
