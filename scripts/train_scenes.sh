@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands that produced the scene classifiers shipped in src/tp_spikformer/assets/scenes/
-# (one model at a time, on the 2-core CPU project machine, one thread; logs and full checkpoints under
+# (one model at a time, on the 2-core CPU project machine, both cores; logs and full checkpoints under
 # runs/scenes/). Each starts from the family's shipped Fashion-MNIST classifier (--init-from; its grey stem
 # repeated over RGB), then trains on the scenes. Training scenes: 20,000 single-object scenes of 112 x 112 (objects from the Fashion-MNIST
 # train split, Debian's dataset-fashion-mnist); evaluation: the 2,000 test scenes (objects from the shipped
@@ -17,7 +17,7 @@ ASSETS=src/tp_spikformer/assets/scenes
 mkdir -p "$OUT" "$ASSETS"
 
 COMMON=(--dataset scenes --test-dataset scenes --batch-size 64 --lr 2e-3 --min-lr 1e-5 --weight-decay 0.01
-        --label-smoothing 0.0 --warmup-epochs 0.1 --augment crop-flip --seed 0 --threads 1
+        --label-smoothing 0.0 --warmup-epochs 0.1 --augment crop-flip --seed 0 --threads 2
         --log-interval 50 --resume auto)
 
 train() {
@@ -28,10 +28,10 @@ train() {
 }
 
 case "${1:-all}" in
-    sdt_scenes) train sdt_scenes --epochs "${EPOCHS:-4}" ;;
-    spikformer_scenes) train spikformer_scenes --epochs "${EPOCHS:-3}" ;;
-    qkformer_scenes) train qkformer_scenes --epochs "${EPOCHS:-3}" ;;
-    sdt_v3_scenes) train sdt_v3_scenes --epochs "${EPOCHS:-3}" ;;
-    all) for m in sdt_scenes spikformer_scenes qkformer_scenes sdt_v3_scenes; do "$0" "$m"; done ;;
+    sdt_scenes) train sdt_scenes --epochs 5 ;;
+    spikformer_scenes) train spikformer_scenes --epochs 3 ;;
+    qkformer_scenes) train qkformer_scenes --epochs 2 ;;
+    sdt_v3_scenes) train sdt_v3_scenes --epochs 2 ;;
+    all) for m in sdt_v3_scenes sdt_scenes spikformer_scenes qkformer_scenes; do "$0" "$m"; done ;;
     *) echo "unknown target $1" >&2; exit 2 ;;
 esac

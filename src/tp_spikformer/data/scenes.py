@@ -235,7 +235,8 @@ class SceneDataset(Dataset):
     ``"detection"`` -> ``(image, target)`` with the target of :func:`scene_detection_target`;
     ``"scene"`` -> ``(image, semantic, instances)``. ``objects`` defaults to
     ``FashionObjects(config.split, root, source)``. ``transform`` (optional) is applied to
-    ``(image, semantic)`` in segmentation mode and ``(image, target)`` in detection mode.
+    ``(image, semantic)`` in segmentation mode and ``(image, target)`` in detection mode. ``cache=True``
+    keeps every generated scene in memory (multi-epoch training: each scene is drawn once).
     """
 
     MODES = ("segmentation", "detection", "scene")
@@ -250,6 +251,7 @@ class SceneDataset(Dataset):
         root: str | None = None,
         source: str | None = None,
         transform: Any = None,
+        cache: bool = False,
     ):
         if mode not in self.MODES:
             raise UsageError(f"unknown mode {mode!r}; valid: {self.MODES}")
@@ -258,6 +260,7 @@ class SceneDataset(Dataset):
         self.config, self.length, self.mode, self.transform = config, int(length), mode, transform
         self.objects = objects if objects is not None else FashionObjects(config.split, root, source)
         self.classes = list(SEMANTIC_CLASSES)
+        self._cache: dict[int, Scene] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.length
@@ -266,7 +269,11 @@ class SceneDataset(Dataset):
         """The full :class:`Scene` ``index``."""
         if not 0 <= index < self.length:
             raise IndexError(f"scene index {index} out of range for {self.length} scenes")
-        return generate_scene(self.config, index, self.objects)
+        if self._cache is None:
+            return generate_scene(self.config, index, self.objects)
+        if index not in self._cache:
+            self._cache[index] = generate_scene(self.config, index, self.objects)
+        return self._cache[index]
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         scene = self.scene(index)

@@ -19,14 +19,28 @@ def scene_count(name: str, default: int) -> int | None:
     return int(n) if n else default
 
 
-def training_scenes(model: Any, n: int, mode: str, root: str | None = None, max_objects: int = 4):
-    """``n`` training scenes of ``model``'s input size (deterministic, seed 0), objects from the train split
-    (Fashion-MNIST IDX files under ``root`` or Debian's folder)."""
-    from ..data.scenes import SceneConfig, SceneDataset
+def scene_config(model: Any, split: str):
+    """The scene layout a task model is trained and evaluated on: its input size and the scene options in
+    its configuration's ``extra["scenes"]`` (e.g. ``{"max_objects": 2}``); seed 0."""
+    from ..data.scenes import SceneConfig
 
     _, h, w = model.config.data.input_size
-    return SceneDataset(SceneConfig(height=h, width=w, split="train", seed=0, max_objects=max_objects), n,
-                        mode=mode, root=root)
+    return SceneConfig(height=h, width=w, split=split, seed=0, **model.config.extra.get("scenes", {}))
+
+
+def training_scenes(model: Any, n: int, mode: str, root: str | None = None):
+    """``n`` training scenes of ``model`` (:func:`scene_config`), objects from the train split (Fashion-MNIST
+    IDX files under ``root`` or Debian's folder), generated once and kept in memory."""
+    from ..data.scenes import SceneDataset
+
+    return SceneDataset(scene_config(model, "train"), n, mode=mode, root=root, cache=True)
+
+
+def validation_scenes(model: Any, n: int, mode: str):
+    """``n`` validation scenes of ``model`` (:func:`scene_config`), objects from the shipped test slice."""
+    from ..data.scenes import SceneDataset
+
+    return SceneDataset(scene_config(model, "test"), n, mode=mode, source="shipped")
 
 
 def init_backbone_from(model: Any, checkpoint: Any) -> dict[str, Any]:

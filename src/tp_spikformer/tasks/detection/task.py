@@ -44,8 +44,8 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     e.g. written by ``tp-spikformer make-scenes``); ``scenes[:<n>]``: n (default 500) validation scenes of the
     model's input size generated on the fly (objects from the shipped Fashion-MNIST slice)."""
     from ...data import CocoDetection
-    from ...data.scenes import SceneConfig, SceneDataset
     from ...errors import UsageError
+    from ..training_data import validation_scenes
 
     if name == "coco":
         if root is None:
@@ -55,9 +55,7 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
         n = name.partition(":")[2]
         if n and not (n.isdigit() and int(n) >= 1):
             raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
-        _, h, w = model.config.data.input_size
-        return SceneDataset(SceneConfig(height=h, width=w, split="test", seed=0), int(n or 500), mode="detection",
-                            source="shipped")
+        return validation_scenes(model, int(n or 500), "detection")
     raise UsageError(f"unknown detection dataset {name!r}; choose one of {DATASETS}")
 
 

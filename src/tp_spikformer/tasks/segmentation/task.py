@@ -33,8 +33,8 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     (e.g. written by ``tp-spikformer make-scenes``), with the configuration's ``reduce_zero_label`` and test
     resize (``extra``); ``scenes[:<n>]``: n (default 500) validation scenes of the model's input size
     generated on the fly (objects from the shipped Fashion-MNIST slice)."""
-    from ...data.scenes import SceneConfig, SceneDataset
     from ...data.segmentation import ADE20KDataset, SegmentationEvalTransform
+    from ..training_data import validation_scenes
     from ...errors import UsageError
 
     extra = model.config.extra
@@ -54,10 +54,7 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
         n = name.partition(":")[2]
         if n and not (n.isdigit() and int(n) >= 1):
             raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
-        _, h, w = model.config.data.input_size
-        return SceneDataset(
-            SceneConfig(height=h, width=w, split="test", seed=0), int(n or 500), source="shipped"
-        )
+        return validation_scenes(model, int(n or 500), "segmentation")
     raise UsageError(f"unknown segmentation dataset {name!r}; choose one of {DATASETS}")
 
 
