@@ -40,9 +40,10 @@ SOURCE = "tp_spikformer: trained from scratch on single-object scenes (scripts/t
 TRAINED: dict[str, dict[str, Any] | None] = {
     "spikformer_scenes": None,
     "sdt_scenes": {"epochs": 2, "train_minutes": 19.7, "wall_minutes": 20.1, "test_top1": 40.55,
-                   "parameters": 92_904, "init_from": "sdt_fmnist"},
+                   "parameters": 92_904, "init_from": "sdt_fmnist", "threads": 1},
     "qkformer_scenes": None,
-    "sdt_v3_scenes": None,
+    "sdt_v3_scenes": {"epochs": 2, "train_minutes": 28.2, "wall_minutes": 29.6, "test_top1": 64.40,
+                      "parameters": 849_490, "init_from": "sdt_v3_fmnist", "threads": 2},
 }
 
 
@@ -54,7 +55,8 @@ def _register(name, family, variant, builder, description, size, notes="", **kwa
     result = TRAINED[name]
     if result:
         description += (
-            f"; trained {result['epochs']} epochs in {result['train_minutes']:.0f} min on 1 CPU core: "
+            f"; trained {result['epochs']} epochs in {result['train_minutes']:.0f} min on {result['threads']} CPU "
+            f"thread(s) from {result['init_from']}: "
             f"scene test top-1 {result['test_top1']:.2f}%"
         )
     return register_model(
