@@ -15,7 +15,7 @@ from torch import nn
 
 import tp_spikformer as tp
 from tp_spikformer.errors import UsageError
-from tp_spikformer.models import list_models
+from tp_spikformer.models import get_model_config, list_models
 from tp_spikformer.models.layers import LIF, MultiSpike, ParametricLIF
 from tp_spikformer.models.sdt_v3 import LinearSpikeAttention
 from tp_spikformer.optimize import (
@@ -29,7 +29,8 @@ from tp_spikformer.optimize import (
 )
 from tp_spikformer.pruning import KeepSchedule, apply_tp, default_scorer, get_tp_state, remove_tp
 
-TINY = list_models("*_tiny")
+TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
+TRACKERS = ["sdtrack_tiny_test", "spikformer_track_test"]  # small configs of the two trackers
 
 
 def golden_cases(tp_only: bool = False):
@@ -119,6 +120,24 @@ def test_keep_all_is_dense_and_pruned_matches_plain_after_optimize(name):
     assert all(r.kept < r.total for r in plain_state.records)  # really pruned
     remove_tp(fast)
     assert is_optimized(fast) and torch.equal(forward(fast, x), dense)
+
+
+@pytest.mark.parametrize("name", TRACKERS)
+def test_optimized_tracker_equals_plain_dense_and_pruned(name):
+    """Trackers take ``(template, search)``: optimize traces them with their own ``example_inputs()``, and
+    the optimized tracker gives the plain one's outputs, dense and with TP (template protected)."""
+    plain = tp.create_model(name).double().eval()
+    z, x = plain.example_inputs(batch=2, seed=1)
+    fast = optimize(copy.deepcopy(plain), compile=False)
+    assert sum(len(v) for v in optimization_report(fast).folded.values()) > 0
+    for keep in (None, 0.5):
+        if keep is not None:
+            apply_tp(plain, keep=keep)
+            apply_tp(fast, keep=keep)
+        with torch.no_grad():
+            a, b = fast(z, x), plain(z, x)
+        for key in ("pred_boxes", "score_map", "size_map", "offset_map"):
+            assert (a[key] - b[key]).abs().max().item() <= 1e-9, (keep, key)
 
 
 def test_pruned_blocks_run_only_their_kept_tokens_when_optimized():

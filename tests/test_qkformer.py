@@ -142,12 +142,18 @@ def test_token_order_matters_only_in_batch_coupled_mode(tiny, images):
 def test_registered_configs_default_to_the_official_mode():
     """Every configuration for official weights uses the official mode (our own trained models, which
     ship their weights, were trained per-sample and may say so)."""
-    names = [n for n in list_models("qkformer*") if not get_model_config(n).source.startswith("tp_spikformer")]
+    names = [
+        n for n in list_models("qkformer*")
+        if not get_model_config(n).source.startswith("tp_spikformer") and get_model_config(n).task == "classification"
+    ]
     assert {"qkformer_10_384_imagenet", "qkformer_4_384_cifar100", "qkformer_tiny"} <= set(names)
     for name in names:
         cfg = get_model_config(name)
         assert cfg.kwargs["proj_lif_mode"] == "batch_coupled", name
         assert "batch_coupled" in cfg.notes and "per_sample" in cfg.notes, name
+    # a task model on the official backbone config inherits its mode
+    seg = create_model("qkformer_tiny_semfpn")
+    assert {m.proj_lif_mode for m in seg.modules() if hasattr(m, "proj_lif_mode")} == {"batch_coupled"}
     # built from the official constructor kwargs (no proj_lif_mode), the model is in the official mode
     for variant in ("imagenet", "cifar", "cifar10dvs", "gesture"):
         model = build_from_official_kwargs("qkformer", variant, embed_dims=64, depths=4)

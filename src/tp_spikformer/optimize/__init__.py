@@ -129,7 +129,7 @@ def optimize(
     compile: bool = True,
     fold_bn: bool = True,
     reorder_attention: bool = True,
-    example_input: torch.Tensor | None = None,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
 ) -> nn.Module:
     """Make ``model`` faster for inference, in place, and return it (see the module docstring).
 
@@ -142,7 +142,8 @@ def optimize(
         reorder_attention: SDT-V3's attention in the cheaper exact order.
         example_input: the input of the traced forward that finds the foldable BatchNorms (default: a
             small random input of the model's own layout; needed for models that are not a
-            ``SpikingTransformer`` and have no ``config``).
+            ``SpikingTransformer`` and have no ``config`` or ``example_inputs()``). A tuple is passed as
+            several positional inputs (a tracker's ``(template, search)``).
 
     A second call re-optimizes from scratch. Raises ``UsageError`` for a model built with
     ``official_arithmetic=True`` (it exists to reproduce the official code's float32 arithmetic).
@@ -233,8 +234,11 @@ def _swap(module: nn.Module, table: dict[type, type]) -> None:
         module.__class__ = table[type(module)]
 
 
-def _example_input(model: nn.Module) -> torch.Tensor:
-    """A small random input of the model's layout (batch 1) for the traced forward."""
+def _example_input(model: nn.Module) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """A small random input of the model's layout (batch 1) for the traced forward: the model's own
+    ``example_inputs()`` where it has one (a tracker's ``(template, search)`` tuple)."""
+    if callable(getattr(model, "example_inputs", None)):
+        return model.example_inputs()
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.get_default_dtype()
     device = param.device if param is not None else torch.device("cpu")
@@ -268,7 +272,7 @@ def _tp_states(model: nn.Module) -> list:
     return states
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> tuple[fold.FoldTrace, dict[str, set]]:
+def _trace(model: nn.Module, x) -> tuple[fold.FoldTrace, dict[str, set]]:
     """One forward (eval, no grad, TP switched off) under :class:`fold.FoldTrace`; also records the
     (dtype, steps, constants) variants of the spiking layers, for the compile warm-up."""
     activations: dict[str, set] = {"lif": set(), "multispike": set()}
@@ -300,7 +304,7 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[fold.FoldTrace, dict[str,
         for st in states:
             st.enabled = False
         with torch.no_grad(), trace:
-            result = model(x)
+            result = model(*x) if isinstance(x, tuple) else model(x)  # a tuple: several positional inputs
         trace.mark_returned(result)
     finally:
         for h in hooks:

@@ -97,6 +97,18 @@ class OneStreamTracker(nn.Module):
             "gtp_kwargs": self.gtp_kwargs if self.representation == "gtp" else {},
         }
 
+    def example_inputs(self, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random ``(template, search)`` crops in this tracker's input layout, on its device and dtype
+        (spike-like values in [0, 1]; for tracing, counting and tests)."""
+        param = next(self.parameters(), None)
+        dtype = param.dtype if param is not None else torch.get_default_dtype()
+        device = param.device if param is not None else torch.device("cpu")
+        g = torch.Generator().manual_seed(seed)
+        lead = (batch,) if self.T is None else (batch, self.T)
+        z = torch.rand(*lead, self.in_channels, self.template_size, self.template_size, generator=g)
+        x = torch.rand(*lead, self.in_channels, self.search_size, self.search_size, generator=g)
+        return z.to(device=device, dtype=dtype), x.to(device=device, dtype=dtype)
+
     def frame_shape(self, frame: torch.Tensor) -> torch.Tensor:
         """One frame of the sequence reader (``[T, C, H, W]``) as this tracker's per-frame input
         (``[C, H, W]`` without a time axis, else ``[T, C, H, W]``)."""
