@@ -22,7 +22,6 @@ Usage: python benchmarks/accuracy_retention.py [--models ...] [--limit N] [--out
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -38,15 +37,25 @@ from tp_spikformer.pruning import get_tp_state
 
 FMNIST = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
 SCENES = ["spikformer_scenes", "sdt_scenes", "qkformer_scenes", "sdt_v3_scenes"]
-SCORERS = ["official", "paper", "spatial", "temporal", "official_spatial", "official_temporal", "random",
-           "firing_rate"]
+SCORERS = [
+    "official",
+    "paper",
+    "spatial",
+    "temporal",
+    "official_spatial",
+    "official_temporal",
+    "random",
+    "firing_rate",
+]
 KEEPS = [0.75, 0.5, 0.3]
 
 
 def test_set(name: str, model, limit: int | None, data_root: str | None):
     if name.endswith("_scenes"):
         return load_dataset("scenes", split="test", data_cfg=model, limit=limit), "scenes test (2,000)"
-    return load_dataset("fashion_mnist", split="test", root=data_root, data_cfg=model, limit=limit), "Fashion-MNIST test"
+    return load_dataset(
+        "fashion_mnist", split="test", root=data_root, data_cfg=model, limit=limit
+    ), "Fashion-MNIST test"
 
 
 def object_masks(name: str, data, n: int) -> torch.Tensor:
@@ -57,11 +66,17 @@ def object_masks(name: str, data, n: int) -> torch.Tensor:
         from tp_spikformer.data.scenes import SceneConfig, generate_scene
 
         objects = FashionObjects("test", source="shipped")
-        cfg = SceneConfig(height=SIZE, width=SIZE, min_objects=1, max_objects=1, split="test", seed=SEEDS["test"])
-        return torch.stack([torch.from_numpy(generate_scene(cfg, i, objects, category=i % 10).semantic > 0)
-                            for i in range(n)])
+        cfg = SceneConfig(
+            height=SIZE, width=SIZE, min_objects=1, max_objects=1, split="test", seed=SEEDS["test"]
+        )
+        return torch.stack(
+            [
+                torch.from_numpy(generate_scene(cfg, i, objects, category=i % 10).semantic > 0)
+                for i in range(n)
+            ]
+        )
     raw = data.images[:n].float()  # [N, 1, 28, 28] uint8 Fashion-MNIST items
-    return (raw[:, 0] > 25.5)
+    return raw[:, 0] > 25.5
 
 
 def token_object_share(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -96,8 +111,11 @@ def predictions(model, data, batch_size: int, masks: torch.Tensor | None) -> tup
     for key in on_kept:
         kept_share = on_kept[key] / max(1, kept_n[key])
         all_share = on_all[key] / n
-        focus[key] = {"kept_on_object": kept_share, "tokens_on_object": all_share,
-                      "focus": kept_share / all_share if all_share > 0 else None}
+        focus[key] = {
+            "kept_on_object": kept_share,
+            "tokens_on_object": all_share,
+            "focus": kept_share / all_share if all_share > 0 else None,
+        }
     return np.concatenate(correct), focus
 
 
@@ -126,8 +144,12 @@ def run_model(name: str, args, rng: np.random.Generator) -> dict:
     draws = rng.integers(0, n, size=(args.bootstrap, n))
     configs = [(None, None)] + [(k, s) for k in KEEPS for s in SCORERS]
     has_time = model.T is not None or getattr(model, "event_input", False)
-    variants = {v.label: v for v in make_variants(model, [c for c in configs if has_time or c[1] is None
-                                                          or "temporal" not in c[1]], record=True)}
+    variants = {
+        v.label: v
+        for v in make_variants(
+            model, [c for c in configs if has_time or c[1] is None or "temporal" not in c[1]], record=True
+        )
+    }
     entry = {"family": model.config.family, "test_bed": bed, "n": n, "variants": {}}
     dense = None
     raw = {}
@@ -140,7 +162,9 @@ def run_model(name: str, args, rng: np.random.Generator) -> dict:
     for label, (correct, focus, v) in raw.items():
         ref = None
         if v.keep is not None:
-            rand = next((c for lab, (c, _, vv) in raw.items() if vv.keep == v.keep and vv.scorer == "random"), None)
+            rand = next(
+                (c for lab, (c, _, vv) in raw.items() if vv.keep == v.keep and vv.scorer == "random"), None
+            )
             ref = rand if v.scorer != "random" else None
         row = bootstrap(correct, ref, draws)
         row.update(scorer=v.scorer, keep=v.keep)
@@ -168,9 +192,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    results = {"benchmark": "accuracy_retention", "keeps": KEEPS, "scorers": SCORERS, "bootstrap": args.bootstrap,
-               "ci": "95 % percentile bootstrap over test images; paired with random at the same keep",
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "models": {}}
+    results = {
+        "benchmark": "accuracy_retention",
+        "keeps": KEEPS,
+        "scorers": SCORERS,
+        "bootstrap": args.bootstrap,
+        "ci": "95 % percentile bootstrap over test images; paired with random at the same keep",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "models": {},
+    }
     for name in args.models:
         results["models"][name] = run_model(name, args, rng)
         if args.out:

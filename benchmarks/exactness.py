@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from tp_spikformer.models import build_from_official_kwargs, create_model, get_model_config, list_models, token_blocks
+from tp_spikformer.models import (
+    build_from_official_kwargs,
+    create_model,
+    get_model_config,
+    list_models,
+    token_blocks,
+)
 from tp_spikformer.pruning import KeepSchedule, apply_tp
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -25,26 +31,46 @@ DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference
 
 def case_report(path: Path) -> dict:
     case = torch.load(path, weights_only=True)
-    model = build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"]).double().eval()
+    model = (
+        build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"])
+        .double()
+        .eval()
+    )
     model.load_state_dict(case["state_dict"], strict=True)
     with torch.no_grad():
         out = model(case["input"])
-    row = {"case": path.stem, "family": case["family"], "variant": case["variant"],
-           "input": list(case["input"].shape), "dense_max_abs_diff": float((out - case["output"]).abs().max())}
+    row = {
+        "case": path.stem,
+        "family": case["family"],
+        "variant": case["variant"],
+        "input": list(case["input"].shape),
+        "dense_max_abs_diff": float((out - case["output"]).abs().max()),
+    }
     if "tp" in case:
         tp = case["tp"]
-        state = apply_tp(model, keep=KeepSchedule(model.tp_defaults(len(tp["k_values"])).keep_rule, tuple(tp["k_values"])))
+        state = apply_tp(
+            model, keep=KeepSchedule(model.tp_defaults(len(tp["k_values"])).keep_rule, tuple(tp["k_values"]))
+        )
         with torch.no_grad():
             out = model(case["input"])
         blocks = [b for _, b in token_blocks(model)]
         same = []
         for b, rec, ref in zip(blocks, state.records, tp["kept_indices"]):
-            same.append(bool(torch.equal(rec.indices, ref)) if b.order_sensitive
-                        else bool(torch.equal(rec.indices.sort(1).values, ref.sort(1).values)))
-        rel = max(float((r.scores - s).abs().max() / s.abs().max()) for r, s in zip(state.records, tp["scores"]))
-        row.update(tp_k_values=tp["k_values"], tp_kept=[r.kept for r in state.records],
-                   tp_max_abs_diff=float((out - tp["output"]).abs().max()), tp_kept_tokens_match=all(same),
-                   tp_max_rel_score_diff=rel)
+            same.append(
+                bool(torch.equal(rec.indices, ref))
+                if b.order_sensitive
+                else bool(torch.equal(rec.indices.sort(1).values, ref.sort(1).values))
+            )
+        rel = max(
+            float((r.scores - s).abs().max() / s.abs().max()) for r, s in zip(state.records, tp["scores"])
+        )
+        row.update(
+            tp_k_values=tp["k_values"],
+            tp_kept=[r.kept for r in state.records],
+            tp_max_abs_diff=float((out - tp["output"]).abs().max()),
+            tp_kept_tokens_match=all(same),
+            tp_max_rel_score_diff=rel,
+        )
     return row
 
 
@@ -54,8 +80,13 @@ def parameter_table() -> list[dict]:
         cfg = get_model_config(name)
         with torch.device("meta"):
             model = create_model(name)
-        rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()),
-                     "official_params": cfg.official_params})
+        rows.append(
+            {
+                "model": name,
+                "params": sum(p.numel() for p in model.parameters()),
+                "official_params": cfg.official_params,
+            }
+        )
     return rows
 
 
@@ -76,9 +107,18 @@ def main(argv=None) -> int:
     print("| case | family | dense max abs diff | TP max abs diff | TP kept tokens | TP max rel score diff |")
     print("|---|---|---|---|---|---|")
     for r in cases:
-        tp = (f"{r['tp_max_abs_diff']:.1e}", "match" if r["tp_kept_tokens_match"] else "DIFFER",
-              f"{r['tp_max_rel_score_diff']:.1e}") if "tp_max_abs_diff" in r else ("-", "-", "-")
-        print(f"| {r['case']} | {r['family']} | {r['dense_max_abs_diff']:.1e} | {tp[0]} | {tp[1]} | {tp[2]} |")
+        tp = (
+            (
+                f"{r['tp_max_abs_diff']:.1e}",
+                "match" if r["tp_kept_tokens_match"] else "DIFFER",
+                f"{r['tp_max_rel_score_diff']:.1e}",
+            )
+            if "tp_max_abs_diff" in r
+            else ("-", "-", "-")
+        )
+        print(
+            f"| {r['case']} | {r['family']} | {r['dense_max_abs_diff']:.1e} | {tp[0]} | {tp[1]} | {tp[2]} |"
+        )
     print("\n| model | parameters | official |")
     print("|---|---|---|")
     for r in params:

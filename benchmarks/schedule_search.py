@@ -313,7 +313,7 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             cost = result["official"][f"{metric}_calibration"]
             at = search(metric, cost)
             if "calibrated" in at:
-                at["official"] = {k: v for k, v in result["official"].items()}
+                at["official"] = dict(result["official"].items())
                 at["official_minus_uniform"] = _bootstrap_diff(
                     result["official"]["_scores"], at["uniform"]["_scores"], args.seed
                 )

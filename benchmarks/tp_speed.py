@@ -81,8 +81,11 @@ def scorer_share(model, x, repeats: int) -> dict:
         state.scorer = original
     shares.sort()
     totals.sort()
-    return {"median_share": shares[len(shares) // 2], "median_scorer_ms": 1e3 * totals[len(totals) // 2],
-            "calls_per_forward": timed.calls}
+    return {
+        "median_share": shares[len(shares) // 2],
+        "median_scorer_ms": 1e3 * totals[len(totals) // 2],
+        "calls_per_forward": timed.calls,
+    }
 
 
 class _IdentityBlock(TokenBlock):
@@ -132,7 +135,8 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
     with torch.inference_mode():
         out_tp, out_lit = tp(x1), literal(x1)
     same_tokens = all(
-        torch.equal(a.indices.sort(1).values, b.indices.sort(1).values) for a, b in zip(state.records, lit_state.records)
+        torch.equal(a.indices.sort(1).values, b.indices.sort(1).values)
+        for a, b in zip(state.records, lit_state.records)
     )
     macs_dense = count_ops(dense, x1).dense_macs()
     macs_tp = count_ops(tp, x1).dense_macs()
@@ -140,8 +144,13 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
     grids = [r.grid[0] * r.grid[1] for r in state.records]
 
     overhead_us = patch_overhead_us()
-    timing = benchmark({"dense": dense, "tp": tp, "keep_all": keep_all, "tp_literal": literal},
-                       batch_sizes=batch_sizes, warmup=warmup, repeats=repeats, memory=True)
+    timing = benchmark(
+        {"dense": dense, "tp": tp, "keep_all": keep_all, "tp_literal": literal},
+        batch_sizes=batch_sizes,
+        warmup=warmup,
+        repeats=repeats,
+        memory=True,
+    )
     cases = []
     for bs in batch_sizes:
         r = {v: timing.get(v, bs) for v in ("dense", "tp", "keep_all", "tp_literal")}
@@ -149,21 +158,23 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
         measured = med["dense"] / med["tp"]
         ideal = macs_dense / macs_tp
         xb = default_input(dense, bs, torch.Generator().manual_seed(2))
-        cases.append({
-            "batch_size": bs,
-            "img_per_s": {v: round(r[v]["throughput_per_s"], 3) for v in r},
-            "latency_ms": {v: r[v]["latency_ms"] for v in r},
-            "peak_memory_bytes": {v: r[v].get("peak_memory_bytes") for v in r},
-            "measured_speedup": round(measured, 4),
-            "ideal_speedup_from_macs": round(ideal, 4),
-            "realised_over_ideal": round(measured / ideal, 4),
-            "scorer": scorer_share(tp, xb, max(3, repeats // 2)),
-            "keep_all_overhead": round(med["keep_all"] / med["dense"] - 1, 4),
-            "keep_all_overhead_paired": round(r["keep_all"]["paired_ratio_median"] - 1, 4),
-            "keep_all_overhead_derived": round(overhead_us * len(kept) / (1e3 * med["dense"]), 6),
-            "measured_speedup_paired": round(1 / r["tp"]["paired_ratio_median"], 4),
-            "literal_over_closed_form": round(med["tp_literal"] / med["tp"], 4),
-        })
+        cases.append(
+            {
+                "batch_size": bs,
+                "img_per_s": {v: round(r[v]["throughput_per_s"], 3) for v in r},
+                "latency_ms": {v: r[v]["latency_ms"] for v in r},
+                "peak_memory_bytes": {v: r[v].get("peak_memory_bytes") for v in r},
+                "measured_speedup": round(measured, 4),
+                "ideal_speedup_from_macs": round(ideal, 4),
+                "realised_over_ideal": round(measured / ideal, 4),
+                "scorer": scorer_share(tp, xb, max(3, repeats // 2)),
+                "keep_all_overhead": round(med["keep_all"] / med["dense"] - 1, 4),
+                "keep_all_overhead_paired": round(r["keep_all"]["paired_ratio_median"] - 1, 4),
+                "keep_all_overhead_derived": round(overhead_us * len(kept) / (1e3 * med["dense"]), 6),
+                "measured_speedup_paired": round(1 / r["tp"]["paired_ratio_median"], 4),
+                "literal_over_closed_form": round(med["tp_literal"] / med["tp"], 4),
+            }
+        )
     return {
         "model": name,
         "keep": str(state.keep),
@@ -172,8 +183,10 @@ def run_case(name: str, batch_sizes, repeats: int, warmup: int, keep="official")
         "macs_dense_per_image": macs_dense,
         "macs_tp_per_image": macs_tp,
         "patch_overhead_us_per_block_call": round(overhead_us, 2),
-        "literal_equal_outputs": {"same_kept_tokens": same_tokens,
-                                  "max_abs_logit_diff": float((out_tp - out_lit).abs().max())},
+        "literal_equal_outputs": {
+            "same_kept_tokens": same_tokens,
+            "max_abs_logit_diff": float((out_tp - out_lit).abs().max()),
+        },
         "cases": cases,
         "cpu_load_others": timing.cpu_load,
         "environment": timing.environment,
@@ -192,8 +205,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"benchmark": "tp_speed", "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "runs": []}
+    results = {
+        "benchmark": "tp_speed",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "runs": [],
+    }
     for name in args.models:
         print(f"[tp_speed] {name} ...", file=sys.stderr, flush=True)
         results["runs"].append(run_case(name, args.batch_sizes, args.repeats, args.warmup, args.keep))

@@ -38,7 +38,9 @@ def make(name: str, keep: float | None, seed: int = 0):
     torch.manual_seed(seed)
     model = create_model(name).train()
     make_neurons_fire(model, seed=seed)
-    for m in model.modules():  # the official batch-coupled QKFormer mode depends on the batch: train per sample
+    for (
+        m
+    ) in model.modules():  # the official batch-coupled QKFormer mode depends on the batch: train per sample
         if hasattr(m, "proj_lif_mode"):
             m.proj_lif_mode = "per_sample"
     if keep is not None:
@@ -65,7 +67,7 @@ def run_model(name: str, batch: int, repeats: int) -> dict:
     times = {label: [] for label in built}
     labels = list(built)
     for r in range(repeats):
-        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        order = labels[r % len(labels) :] + labels[: r % len(labels)]
         for label in order:
             model, opt = built[label]
             t0 = time.perf_counter()
@@ -81,19 +83,32 @@ def run_model(name: str, batch: int, repeats: int) -> dict:
             macs = count_ops(model.eval(), x).dense_macs()
         model.train()
         med = statistics.median(times[label])
-        rows[label] = {"step_ms_median": 1e3 * med, "step_ms_min": 1e3 * min(times[label]),
-                       "step_ms_iqr": 1e3 * (statistics.quantiles(times[label], n=4)[2]
-                                             - statistics.quantiles(times[label], n=4)[0]) if repeats >= 2 else 0.0,
-                       "peak_memory_mib": peak / 2**20, "forward_macs": macs}
+        rows[label] = {
+            "step_ms_median": 1e3 * med,
+            "step_ms_min": 1e3 * min(times[label]),
+            "step_ms_iqr": 1e3
+            * (statistics.quantiles(times[label], n=4)[2] - statistics.quantiles(times[label], n=4)[0])
+            if repeats >= 2
+            else 0.0,
+            "peak_memory_mib": peak / 2**20,
+            "forward_macs": macs,
+        }
     base = rows["dense"]
     for row in rows.values():
         row["speedup"] = base["step_ms_median"] / row["step_ms_median"]
         row["ideal_speedup_from_macs"] = dense_macs / row["forward_macs"]
         row["measured_over_ideal"] = row["speedup"] / row["ideal_speedup_from_macs"]
         row["memory_ratio"] = row["peak_memory_mib"] / base["peak_memory_mib"]
-    print(f"[train_cost] {name} batch {batch}: " + ", ".join(
-        f"{k} {v['step_ms_median']:.0f} ms x{v['speedup']:.2f} (ideal x{v['ideal_speedup_from_macs']:.2f}) "
-        f"{v['peak_memory_mib']:.0f} MiB" for k, v in rows.items()), file=sys.stderr, flush=True)
+    print(
+        f"[train_cost] {name} batch {batch}: "
+        + ", ".join(
+            f"{k} {v['step_ms_median']:.0f} ms x{v['speedup']:.2f} (ideal x{v['ideal_speedup_from_macs']:.2f}) "
+            f"{v['peak_memory_mib']:.0f} MiB"
+            for k, v in rows.items()
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     return {"batch_size": batch, "repeats": repeats, "variants": rows}
 
 
@@ -107,8 +122,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {"benchmark": "train_cost", "keeps": KEEPS, "environment": environment(torch.device("cpu")),
-               "models": {}}
+    results = {
+        "benchmark": "train_cost",
+        "keeps": KEEPS,
+        "environment": environment(torch.device("cpu")),
+        "models": {},
+    }
     runs = [(m, args.batch_size) for m in args.models] + ([(m, 64) for m in SMALL] if args.small else [])
     for name, batch in runs:
         results["models"][f"{name}@bs{batch}"] = run_model(name, batch, args.repeats)

@@ -26,13 +26,17 @@ def reference_cases() -> list:
         return [pytest.param(None, marks=pytest.mark.skip(reason=SKIP_REASON), id="no-reference-dir")]
     cases = sorted(REFERENCE_DIR.rglob("*.pt"))
     if not cases:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no *.pt cases in {REFERENCE_DIR}"), id="empty")]
+        return [
+            pytest.param(None, marks=pytest.mark.skip(reason=f"no *.pt cases in {REFERENCE_DIR}"), id="empty")
+        ]
     return [pytest.param(p, id=p.stem, marks=_pending_marks(p.stem)) for p in cases]
 
 
 # Cases (file stems) or families not built yet: they run and may fail, without failing the suite.
-_LIF_VARIANTS = ("SDTrack's T4D1 / T2D2 trackers (LIF and T=2 multi-spike backbones, their own key names) are "
-                 "not implemented; only the 1x4 tracker is (sdtrack_tiny, sdtrack_base)")
+_LIF_VARIANTS = (
+    "SDTrack's T4D1 / T2D2 trackers (LIF and T=2 multi-spike backbones, their own key names) are "
+    "not implemented; only the 1x4 tracker is (sdtrack_tiny, sdtrack_base)"
+)
 PENDING = {"sdtrack_tiny_T4D1": _LIF_VARIANTS, "sdtrack_tiny_T2D2": _LIF_VARIANTS}
 
 

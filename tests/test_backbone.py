@@ -117,7 +117,9 @@ def test_pruned_backbone_keeps_every_stage_layout(tiny):
 
 def test_layer_scale_option_of_the_segmentation_backbone(caplog, tiny):
     plain = tiny("sdt_v3_tiny")
-    scaled = create_model("sdt_v3_tiny", features_only=True, out_indices="segmentation", layer_scale_init_value=1e-6)
+    scaled = create_model(
+        "sdt_v3_tiny", features_only=True, out_indices="segmentation", layer_scale_init_value=1e-6
+    )
     keys = [k for k in scaled.state_dict() if "layer_scale" in k]
     assert len(keys) == 3 * 8 and "block3.0.layer_scale1" in keys and "block4.1.layer_scale3" in keys
     assert float(scaled.block3[0].layer_scale2.detach()[0]) == pytest.approx(1e-6)
@@ -133,12 +135,18 @@ def test_layer_scale_option_of_the_segmentation_backbone(caplog, tiny):
         assert torch.equal(scaled.eval()(x)[-1], plain.forward_features(x))
 
 
+@pytest.mark.slow
 def test_detector_and_tracker_checkpoints_load_into_a_backbone(tiny):
     cls = tiny("sdt_v3_tiny")
     backbone_sd = {k: v for k, v in cls.state_dict().items() if not k.startswith("head.")}
     neck = {"neck.lateral_convs.0.1.weight": torch.zeros(1), "decode_head.conv_seg.weight": torch.zeros(1)}
     mmseg = {"meta": {}, "state_dict": {**{f"backbone.{k}": v for k, v in backbone_sd.items()}, **neck}}
-    sdtrack = {"net": {**{f"backbone.{k}": v for k, v in backbone_sd.items()}, "box_head.conv5_ctr.weight": torch.zeros(1)}}
+    sdtrack = {
+        "net": {
+            **{f"backbone.{k}": v for k, v in backbone_sd.items()},
+            "box_head.conv5_ctr.weight": torch.zeros(1),
+        }
+    }
     for ckpt, ignored in ((mmseg, sorted(neck)), (sdtrack, ["box_head.conv5_ctr.weight"])):
         backbone = create_model("sdt_v3_tiny", features_only=True)
         load_checkpoint(backbone, ckpt)
@@ -155,6 +163,7 @@ def test_detector_and_tracker_checkpoints_load_into_a_backbone(tiny):
         load_checkpoint(create_model("sdt_v3_tiny", features_only=True), wrong)
 
 
+@pytest.mark.slow
 def test_a_classifier_keeps_strict_head_loading():
     model = create_model("sdt_tiny")
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}

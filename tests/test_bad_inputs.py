@@ -45,7 +45,11 @@ def test_nan_weights_are_refused_when_loaded():
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "the file is empty"), (b"just some text\n", "text file"), (b"\x89PNG\r\n\x1a\n....", "unknown file format")],
+    [
+        (b"", "the file is empty"),
+        (b"just some text\n", "text file"),
+        (b"\x89PNG\r\n\x1a\n....", "unknown file format"),
+    ],
 )
 def test_unreadable_checkpoints_say_what_the_file_is(tmp_path, content, message, capsys):
     path = tmp_path / "ckpt.pth"
@@ -58,8 +62,12 @@ def test_a_corrupt_checkpoint_is_an_error_even_when_trusted(tmp_path, capsys):
     path = tmp_path / "ckpt.pth"
     torch.save(create_model("sdt_tiny").state_dict(), path)
     path.write_bytes(path.read_bytes()[:300])  # truncated zip
-    fails(["eval", "--model", "sdt_tiny", "--checkpoint", str(path), "--trust-checkpoint"], "corrupt or truncated",
-          capsys, tmp_path)
+    fails(
+        ["eval", "--model", "sdt_tiny", "--checkpoint", str(path), "--trust-checkpoint"],
+        "corrupt or truncated",
+        capsys,
+        tmp_path,
+    )
 
 
 def test_a_state_dict_with_a_non_tensor_entry_names_it():
@@ -71,14 +79,29 @@ def test_a_state_dict_with_a_non_tensor_entry_names_it():
 # -- train / finetune / python -m entry points ------------------------------------------------------------------
 
 
-TRAIN = ["train", "--model", "sdt_tiny", "--dataset", "synthetic:48", "--batch-size", "16", "--log-interval", "0"]
+TRAIN = [
+    "train",
+    "--model",
+    "sdt_tiny",
+    "--dataset",
+    "synthetic:48",
+    "--batch-size",
+    "16",
+    "--log-interval",
+    "0",
+]
 
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--eval-every", "0"], "--eval-every"), (["--batch-size", "0"], "--batch-size"),
-     (["--epochs", "-1"], "--epochs"), (["--scorer", "bogus"], "invalid choice: 'bogus'"),
-     (["--threads", "-1"], "--threads"), (["--device", "bogus"], "is not a device")],
+    [
+        (["--eval-every", "0"], "--eval-every"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--epochs", "-1"], "--epochs"),
+        (["--scorer", "bogus"], "invalid choice: 'bogus'"),
+        (["--threads", "-1"], "--threads"),
+        (["--device", "bogus"], "is not a device"),
+    ],
 )
 def test_training_arguments_are_checked_before_any_epoch(extra, message, capsys, tmp_path):
     out = tmp_path / "run"
@@ -91,18 +114,42 @@ def test_finetune_scorer_error_names_the_scorer_not_the_schedule(capsys, tmp_pat
     assert "keep" not in err.split("error:")[-1]
 
 
+@pytest.mark.slow
 def test_python_m_entry_points_exit_2_without_a_traceback(tmp_path):
-    for module, args in (("tp_spikformer.evaluate", ["--model", "sdt_tiny", "--dataset", "synthetic:-5"]),
-                         ("tp_spikformer.train", ["--model", "nope"])):
-        res = subprocess.run([sys.executable, "-m", module, *args, "--out", str(tmp_path / module)],
-                             capture_output=True, text=True, timeout=120)
+    for module, args in (
+        ("tp_spikformer.evaluate", ["--model", "sdt_tiny", "--dataset", "synthetic:-5"]),
+        ("tp_spikformer.train", ["--model", "nope"]),
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", module, *args, "--out", str(tmp_path / module)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert res.returncode == 2, res.stderr
         assert "error:" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_default_keep_works_on_every_registered_model(capsys, tmp_path):
-    assert cli(["eval", "--model", "sdt_fmnist", "--pretrained", "--limit", "16", "--no-speed",
-                "--energy-batches", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--model",
+                "sdt_fmnist",
+                "--pretrained",
+                "--limit",
+                "16",
+                "--no-speed",
+                "--energy-batches",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "fraction:0.52" in capsys.readouterr().out  # the documented fraction for a 2-block SDT-V1
 
 
@@ -147,8 +194,12 @@ def test_more_class_folders_than_classes(tmp_path, capsys):
     for c in range(12):
         (tmp_path / "data" / f"c{c:02d}").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "data" / f"c{c:02d}" / "a.png")
-    err = fails(["eval", "--model", "sdt_tiny", "--dataset", "imagefolder", "--data-root", str(tmp_path / "data")],
-                "12 classes", capsys, tmp_path)
+    err = fails(
+        ["eval", "--model", "sdt_tiny", "--dataset", "imagefolder", "--data-root", str(tmp_path / "data")],
+        "12 classes",
+        capsys,
+        tmp_path,
+    )
     assert "num_classes" in err
 
 
@@ -187,7 +238,12 @@ def test_symlink_loops_in_image_folders_are_read_once(tmp_path):
 def test_events_outside_the_sensor_and_odd_polarities_are_refused():
     from tp_spikformer.data import events_to_frames
 
-    ev = {"t": np.arange(4), "x": np.array([0, 1, 200, 3]), "y": np.zeros(4, int), "p": np.array([0, 1, 1, 0])}
+    ev = {
+        "t": np.arange(4),
+        "x": np.array([0, 1, 200, 3]),
+        "y": np.zeros(4, int),
+        "p": np.array([0, 1, 1, 0]),
+    }
     with pytest.raises(UsageError, match="1 of 4 events .* outside the 4x4 sensor"):
         events_to_frames(ev, (4, 4), T=1)
     ev["x"] = np.array([0, 1, 2, 3])
@@ -209,15 +265,19 @@ def test_a_corrupt_event_npz_is_a_format_error(tmp_path):
 # -- models and inputs -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["sdt_tiny", "qkformer_tiny", "spikformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"])
+@pytest.mark.parametrize(
+    "name", ["sdt_tiny", "qkformer_tiny", "spikformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"]
+)
 @pytest.mark.parametrize("T", [-1, True, 0, 2.5, "2"])
 def test_time_steps_must_be_a_positive_int(name, T):
     with pytest.raises(UsageError, match="T must be"):
         create_model(name, T=T)
 
 
-@pytest.mark.parametrize("name", ["sdt_tiny", "qkformer_tiny", "spikformer_tiny", "sdt_v3_tiny", "sdt_v2_tiny",
-                                  "spikingformer_tiny"])
+@pytest.mark.parametrize(
+    "name",
+    ["sdt_tiny", "qkformer_tiny", "spikformer_tiny", "sdt_v3_tiny", "sdt_v2_tiny", "spikingformer_tiny"],
+)
 def test_num_classes_must_not_be_negative(name):
     with pytest.raises(UsageError, match="num_classes must be an integer >= 0"):
         create_model(name, num_classes=-3)
@@ -230,8 +290,10 @@ def test_input_dtype_mismatch_says_how_to_convert(dtype):
         model(torch.zeros(1, 3, 32, 32, dtype=dtype))
 
 
-@pytest.mark.parametrize("name, shape", [("qkformer_tiny", (0, 3, 32, 32)), ("sdt_v3_tiny", (0, 3, 64, 64)),
-                                         ("sdt_tiny", (1, 3, 0, 0))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [("qkformer_tiny", (0, 3, 32, 32)), ("sdt_v3_tiny", (0, 3, 64, 64)), ("sdt_tiny", (1, 3, 0, 0))],
+)
 def test_empty_batches_and_empty_images(name, shape):
     model = create_model(name).eval()
     with pytest.raises(UsageError, match="empty batch|at least"):
@@ -241,6 +303,7 @@ def test_empty_batches_and_empty_images(name, shape):
 # -- pruning state -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_state_fields_and_custom_scorers():
     from tp_spikformer.pruning import apply_tp
 
@@ -278,8 +341,12 @@ def test_out_that_is_a_file_under_a_file_or_read_only_is_refused_before_work(tmp
 
 
 def test_visualize_refuses_negative_indices_and_corrupt_images(tmp_path, capsys):
-    fails(["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "-1"], "--indices", capsys,
-          tmp_path)
+    fails(
+        ["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "-1"],
+        "--indices",
+        capsys,
+        tmp_path,
+    )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
     fails(["visualize", "--model", "sdt_tiny", "--image", str(bad)], "cannot decode", capsys, tmp_path)
@@ -288,7 +355,9 @@ def test_visualize_refuses_negative_indices_and_corrupt_images(tmp_path, capsys)
 def test_stale_temporary_checkpoints_are_removed_on_the_next_start(tmp_path):
     from tp_spikformer.training import remove_stale_temporaries
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = tmp_path / f"checkpoint.pt.tmp.{int(dead.stdout)}"
     stale.write_bytes(b"half a checkpoint")
     mine = tmp_path / f"checkpoint.pt.tmp.{os.getpid()}"

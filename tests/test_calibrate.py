@@ -60,6 +60,7 @@ def counted(model, keep, inputs, metric):
 # -- budget accounting ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric,budget", [("macs", 0.85), ("sops", 0.7)])
 def test_found_schedule_is_within_the_counted_budget(tiny, metric, budget):
     model = tiny("sdt_tiny")
@@ -76,6 +77,7 @@ def test_found_schedule_is_within_the_counted_budget(tiny, metric, budget):
     assert result.uniform["cost"] <= budget
 
 
+@pytest.mark.slow
 def test_uniform_baseline_is_the_largest_uniform_keep_within_the_budget(tiny):
     model = tiny("spikformer_tiny")
     data = data_for(model)
@@ -90,6 +92,7 @@ def test_uniform_baseline_is_the_largest_uniform_keep_within_the_budget(tiny):
     assert result.search_gain == pytest.approx(result.uniform["objective_value"] - result.objective_value)
 
 
+@pytest.mark.slow
 def test_search_stays_within_its_pass_count_and_is_deterministic(tiny):
     """A bounded number of calibration passes (blocks x levels + refinement + a few), the same result
     twice."""
@@ -104,6 +107,7 @@ def test_search_stays_within_its_pass_count_and_is_deterministic(tiny):
     assert a.seconds > 0 and set(a.phases) >= {"profile", "allocate", "refine", "uniform"}
 
 
+@pytest.mark.slow
 def test_latency_budget_follows_the_measurement(tiny, monkeypatch):
     """The latency path (MAC proxy, correction by measurement) with a deterministic stand-in for the clock:
     latency ratio = 0.2 + 0.8 x MAC ratio."""
@@ -124,6 +128,7 @@ def test_latency_budget_follows_the_measurement(tiny, monkeypatch):
     assert result.cost_absolute == pytest.approx(10.0 * result.cost)
 
 
+@pytest.mark.slow
 def test_several_scorers_are_searched(tiny):
     model = tiny("sdt_tiny")
     result = calibrate(model, data_for(model), 0.85, scorers=["official", "random"], **FAST)
@@ -135,6 +140,7 @@ def test_several_scorers_are_searched(tiny):
 # -- JSON round trip and --keep schedule.json ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_json_round_trip_applies_the_same_schedule(tiny, inputs, tmp_path):
     model = tiny("sdt_tiny")
     result = calibrate(model, data_for(model), 0.85, **FAST)
@@ -196,6 +202,7 @@ def test_schedule_made_for_other_blocks_warns(tiny, tmp_path):
         get_tp_state(model).keep = KeepSchedule("fraction", (0.5, 0.5), block_names=("block.0", "block.1"))
 
 
+@pytest.mark.slow
 def test_cli_calibrate_then_eval_with_the_schedule_file(tmp_path, capsys):
     out = tmp_path / "cal"
     assert (
@@ -279,6 +286,7 @@ def test_cli_calibrate_errors_exit_2(tmp_path, capsys):
 # -- objectives and inputs --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["logits_kl", "features"])
 def test_unlabelled_objectives_work_on_a_tensor_of_images(tiny, inputs, objective):
     model = tiny("spikformer_tiny")
@@ -331,6 +339,7 @@ def test_invalid_budgets_raise(tiny, budget, error):
         calibrate(model, data_for(model), budget, **FAST)
 
 
+@pytest.mark.slow
 def test_unreachable_budget_names_the_minimum_reachable_cost(tiny):
     model = tiny("spikformer_tiny")
     data = data_for(model)
@@ -351,6 +360,7 @@ def test_drop_and_cumulative_modes_are_refused(tiny):
             calibrate(model, data_for(model), 0.9, **kwargs, **FAST)
 
 
+@pytest.mark.slow
 def test_the_model_passed_in_is_left_unpatched(tiny):
     model = tiny("spikformer_tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -25,22 +25,38 @@ def same_weights(a, b):
     return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_timm_checkpoint_with_namespace_and_ema(source, tmp_path):
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in source.state_dict().items()}
     path = tmp_path / "model_best.pth.tar"
-    torch.save({"epoch": 299, "arch": "sdt", "state_dict": source.state_dict(), "optimizer": {"state": {}},
-                "version": 2, "args": argparse.Namespace(lr=3e-4, model="sdt", output=tmp_path),
-                "amp_scaler": {}, "metric": 95.6, "state_dict_ema": ema}, path)
+    torch.save(
+        {
+            "epoch": 299,
+            "arch": "sdt",
+            "state_dict": source.state_dict(),
+            "optimizer": {"state": {}},
+            "version": 2,
+            "args": argparse.Namespace(lr=3e-4, model="sdt", output=tmp_path),
+            "amp_scaler": {},
+            "metric": 95.6,
+            "state_dict_ema": ema,
+        },
+        path,
+    )
     assert same_weights(create_model("sdt_2_256_cifar10", checkpoint=path), source)
     m = load_checkpoint(fresh(), path, use_ema=True)
     assert torch.equal(m.state_dict()["head.weight"], ema["head.weight"])
 
 
+@pytest.mark.slow
 def test_mae_style_and_prefixes(source, tmp_path):
     for prefix in ("module.", "_orig_mod.", "module._orig_mod."):
         state = OrderedDict((prefix + k, v) for k, v in source.state_dict().items())
         path = tmp_path / "checkpoint-199.pth"
-        torch.save({"model": state, "optimizer": {}, "epoch": 199, "scaler": {}, "args": argparse.Namespace(a=1)}, path)
+        torch.save(
+            {"model": state, "optimizer": {}, "epoch": 199, "scaler": {}, "args": argparse.Namespace(a=1)},
+            path,
+        )
         assert same_weights(load_checkpoint(fresh(), path), source)
 
 
@@ -74,7 +90,10 @@ def test_wrong_config_suggests_the_right_one(source, tmp_path):
     with pytest.raises(CheckpointError) as err:
         create_model("sdt_2_512_cifar10", checkpoint=path)
     msg = str(err.value)
-    assert "mis-shaped keys" in msg and "patch_embed.proj_conv.weight checkpoint [32, 3, 3, 3] vs model [64, 3, 3, 3]" in msg
+    assert (
+        "mis-shaped keys" in msg
+        and "patch_embed.proj_conv.weight checkpoint [32, 3, 3, 3] vs model [64, 3, 3, 3]" in msg
+    )
     assert "these weights look like 'sdt_2_256_cifar10'" in msg
 
 

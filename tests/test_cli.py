@@ -8,8 +8,21 @@ from PIL import Image
 
 from tp_spikformer.cli import main
 
-FAST = ["--model", "sdt_tiny", "--dataset", "synthetic:32", "--batch-size", "16", "--repeats", "1",
-        "--speed-batch-size", "4", "--energy-batches", "1", "--no-progress"]
+FAST = [
+    "--model",
+    "sdt_tiny",
+    "--dataset",
+    "synthetic:32",
+    "--batch-size",
+    "16",
+    "--repeats",
+    "1",
+    "--speed-batch-size",
+    "4",
+    "--energy-batches",
+    "1",
+    "--no-progress",
+]
 
 
 def test_models_lists_registry(capsys):
@@ -18,6 +31,7 @@ def test_models_lists_registry(capsys):
     assert len(out) >= 3 and all(line.startswith("qkformer_10_") for line in out)
 
 
+@pytest.mark.slow
 def test_eval_writes_results_and_config(tmp_path, capsys):
     assert main(["eval", *FAST, "--keep", "0.5", "--out", str(tmp_path)]) == 0
     assert "| dense |" in capsys.readouterr().out
@@ -30,12 +44,33 @@ def test_eval_writes_results_and_config(tmp_path, capsys):
     assert config["model"]["name"] == "sdt_tiny" and config["arguments"]["keep"] == "0.5"
 
 
+@pytest.mark.slow
 def test_sweep_writes_table_and_plots(tmp_path):
-    assert main(["sweep", *FAST, "--keeps", "1.0", "0.5", "--scorers", "official", "random",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                *FAST,
+                "--keeps",
+                "1.0",
+                "0.5",
+                "--scorers",
+                "official",
+                "random",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["dense", "official@fraction:1", "official@fraction:0.5",
-                                            "random@fraction:1", "random@fraction:0.5"]
+    assert [r["variant"] for r in rows] == [
+        "dense",
+        "official@fraction:1",
+        "official@fraction:0.5",
+        "random@fraction:1",
+        "random@fraction:0.5",
+    ]
     for name in ("accuracy_vs_energy.png", "accuracy_vs_throughput.png"):
         assert_plot(tmp_path / name)
 
@@ -51,20 +86,60 @@ def assert_plot(path, min_aspect=1.0):
     assert pixels.std() > 5 and len(np.unique(pixels)) > 20
 
 
+@pytest.mark.slow
 def test_bench_interleaves_variants(tmp_path):
-    assert main(["bench", "--model", "sdt_tiny", "--keeps", "0.5", "--batch-sizes", "1", "2", "--repeats", "2",
-                 "--warmup", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "sdt_tiny",
+                "--keeps",
+                "0.5",
+                "--batch-sizes",
+                "1",
+                "2",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "bench.json").read_text())
     assert {r["variant"] for r in data["results"]} == {"dense", "official@fraction:0.5"}
     assert "cpu_load_others" in data["environment"]
     assert (tmp_path / "bench.csv").exists()
 
 
+@pytest.mark.slow
 def test_visualize_writes_pngs(tmp_path):
-    assert main(["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "0.5",
-                 "--indices", "0", "3", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "--model",
+                "sdt_tiny",
+                "--dataset",
+                "synthetic:8",
+                "--keep",
+                "0.5",
+                "--indices",
+                "0",
+                "3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     for i in (0, 3):
-        assert_plot(tmp_path / f"sample{i}_tokens.png", min_aspect=2.0)  # input + 2 blocks + depth map in a row
+        assert_plot(
+            tmp_path / f"sample{i}_tokens.png", min_aspect=2.0
+        )  # input + 2 blocks + depth map in a row
 
 
 def test_scorers_command_lists_every_scorer_with_a_line(capsys):
@@ -80,15 +155,33 @@ def test_scorers_command_lists_every_scorer_with_a_line(capsys):
     "argv, message",
     [
         (["eval", "--model", "nope", "--dataset", "synthetic:8"], "unknown model 'nope'"),
-        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "1.5"], "invalid fraction value 1.5"),
+        (
+            ["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--keep", "1.5"],
+            "invalid fraction value 1.5",
+        ),
         (["eval", "--model", "sdt_tiny", "--dataset", "cifar10"], "--data-root"),
         (["eval", "--model", "sdt_tiny", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["eval", "--model", "sdt_tiny", "--set", "heads=3"], "unknown override(s) ['heads']"),
         (["eval", "--model", "sdt_tiny", "--set", "T"], "--set expects KEY=VALUE"),
         (["eval", "--model", "sdt_tiny", "--checkpoint", "/no/such/file.pth"], "checkpoint file not found"),
-        (["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--device", "cuda:7"], "CUDA is not available"),
-        (["eval", "--model", "qkformer_tiny", "--dataset", "synthetic:8", "--keep", "0.5", "--mode", "drop"],
-         "mode='stop'"),
+        (
+            ["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--device", "cuda:7"],
+            "CUDA is not available",
+        ),
+        (
+            [
+                "eval",
+                "--model",
+                "qkformer_tiny",
+                "--dataset",
+                "synthetic:8",
+                "--keep",
+                "0.5",
+                "--mode",
+                "drop",
+            ],
+            "mode='stop'",
+        ),
         (["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "9"], "out of range"),
         (["models", "zzz*"], "no model matches"),
     ],
@@ -107,8 +200,11 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_pa
 
 
 def test_argparse_errors_exit_2(capsys):
-    for argv, message in ((["eval"], "--model"), (["eval", "--model", "sdt_tiny", "--mode", "delete"], "delete"),
-                          (["eval", "--model", "sdt_tiny", "--scorer", "best"], "invalid choice: 'best'")):
+    for argv, message in (
+        (["eval"], "--model"),
+        (["eval", "--model", "sdt_tiny", "--mode", "delete"], "delete"),
+        (["eval", "--model", "sdt_tiny", "--scorer", "best"], "invalid choice: 'best'"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
@@ -118,49 +214,126 @@ def test_one_vocabulary_with_hidden_old_spellings():
     from tp_spikformer.cli import build_parser
 
     parser = build_parser()
-    new = parser.parse_args(["train", "--model", "sdt_tiny", "--dataset", "shipped", "--keep", "0.5",
-                             "--scorer", "paper", "--out", "x"])
-    old = parser.parse_args(["train", "--model", "sdt_tiny", "--data", "shipped", "--tp-keep", "0.5",
-                             "--tp-scorer", "paper", "--output", "x"])
-    assert {k: vars(new)[k] for k in ("dataset", "keep", "scorer", "out")} == \
-        {k: vars(old)[k] for k in ("dataset", "keep", "scorer", "out")} == \
-        {"dataset": "shipped", "keep": "0.5", "scorer": "paper", "out": "x"}
+    new = parser.parse_args(
+        [
+            "train",
+            "--model",
+            "sdt_tiny",
+            "--dataset",
+            "shipped",
+            "--keep",
+            "0.5",
+            "--scorer",
+            "paper",
+            "--out",
+            "x",
+        ]
+    )
+    old = parser.parse_args(
+        [
+            "train",
+            "--model",
+            "sdt_tiny",
+            "--data",
+            "shipped",
+            "--tp-keep",
+            "0.5",
+            "--tp-scorer",
+            "paper",
+            "--output",
+            "x",
+        ]
+    )
+    assert (
+        {k: vars(new)[k] for k in ("dataset", "keep", "scorer", "out")}
+        == {k: vars(old)[k] for k in ("dataset", "keep", "scorer", "out")}
+        == {"dataset": "shipped", "keep": "0.5", "scorer": "paper", "out": "x"}
+    )
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     assert "--tp-keep" not in help_text and "--keep" in help_text
     for command in ("eval", "sweep", "visualize", "train", "finetune"):
         sub = parser._subparsers._group_actions[0].choices[command]
         flags = {f for a in sub._actions for f in a.option_strings}
-        assert {"--model", "--checkpoint", "--set", "--dataset", "--data-root", "--out", "--device"} <= flags, command
+        assert {
+            "--model",
+            "--checkpoint",
+            "--set",
+            "--dataset",
+            "--data-root",
+            "--out",
+            "--device",
+        } <= flags, command
 
 
 def test_key_value_parser_reads_json_then_python_literals():
     from tp_spikformer.options import parse_overrides
 
     assert parse_overrides(["flag=true", "T=2", "dims=[1, 2]", "mode=per_sample", "x=None", "t=(1, 2)"]) == {
-        "flag": True, "T": 2, "dims": [1, 2], "mode": "per_sample", "x": None, "t": (1, 2)}
+        "flag": True,
+        "T": 2,
+        "dims": [1, 2],
+        "mode": "per_sample",
+        "x": None,
+        "t": (1, 2),
+    }
 
 
+@pytest.mark.slow
 def test_default_output_folders_are_unique(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["bench", "--model", "sdt_tiny", "--keeps", "0.5", "--batch-sizes", "1", "--repeats", "1", "--warmup", "0"]
+    argv = [
+        "bench",
+        "--model",
+        "sdt_tiny",
+        "--keeps",
+        "0.5",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]
     assert main(argv) == 0 and main(argv) == 0  # the same second: two folders, nothing overwritten
     folders = sorted(os.listdir(tmp_path / "tp-spikformer-out"))
     assert len(folders) == 2 and all(f.startswith("bench-") for f in folders)
     assert all((tmp_path / "tp-spikformer-out" / f / "bench.json").exists() for f in folders)
 
 
+@pytest.mark.slow
 def test_demo_machinery_on_tiny_models(tmp_path, capsys):
     from tp_spikformer.demo import run_demo
 
-    tasks = {"segmentation": "sdt_v3_tiny_semfpn", "detection": "sdt_v3_tiny_fcos", "tracking": "sdtrack_tiny_test"}
-    assert run_demo(out=str(tmp_path), quick=True, progress=False, models=("sdt_tiny", "qkformer_tiny"),
-                    dataset="synthetic:40", pretrained=False, task_models=tasks) == 0
+    tasks = {
+        "segmentation": "sdt_v3_tiny_semfpn",
+        "detection": "sdt_v3_tiny_fcos",
+        "tracking": "sdtrack_tiny_test",
+    }
+    assert (
+        run_demo(
+            out=str(tmp_path),
+            quick=True,
+            progress=False,
+            models=("sdt_tiny", "qkformer_tiny"),
+            dataset="synthetic:40",
+            pretrained=False,
+            task_models=tasks,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "== summary" in out and "| sdt_tiny |" in out
     files = set(os.listdir(tmp_path))
-    assert {"demo.json", "demo.csv", "sdt_tiny_accuracy_vs_energy.png", "qkformer_tiny_accuracy_vs_throughput.png",
-            "qkformer_tiny_tokens_0.png", "sdt_v3_tiny_semfpn_segmentation.png", "sdt_v3_tiny_fcos_detection.png",
-            "sdtrack_tiny_test_tracking.png"} <= files
+    assert {
+        "demo.json",
+        "demo.csv",
+        "sdt_tiny_accuracy_vs_energy.png",
+        "qkformer_tiny_accuracy_vs_throughput.png",
+        "qkformer_tiny_tokens_0.png",
+        "sdt_v3_tiny_semfpn_segmentation.png",
+        "sdt_v3_tiny_fcos_detection.png",
+        "sdtrack_tiny_test_tracking.png",
+    } <= files
     assert "== summary of the tasks" in out and "| tracking | sdtrack_tiny_test | auc |" in out
     rows = json.loads((tmp_path / "demo.json").read_text())["rows"]
     assert len(rows) == 2 * (1 + 2 * 3)  # dense + 2 keeps x 3 scorers, per model

@@ -7,12 +7,40 @@ import pytest
 
 from tp_spikformer.cli import main
 
-SPEED = ["--repeats", "1", "--speed-batch-size", "2", "--energy-batches", "1", "--batch-size", "2", "--no-progress"]
+SPEED = [
+    "--repeats",
+    "1",
+    "--speed-batch-size",
+    "2",
+    "--energy-batches",
+    "1",
+    "--batch-size",
+    "2",
+    "--no-progress",
+]
 
 
+@pytest.mark.slow
 def test_eval_segmentation_writes_prediction_pngs_per_variant(tmp_path):
-    assert main(["eval", "--task", "segmentation", "--model", "sdt_v3_tiny_semfpn", "--dataset", "scenes:3",
-                 "--keep", "0.5", *SPEED, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "segmentation",
+                "--model",
+                "sdt_v3_tiny_semfpn",
+                "--dataset",
+                "scenes:3",
+                "--keep",
+                "0.5",
+                *SPEED,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["dense", "official@fraction:0.5"]
     assert all(r["mIoU"] is not None and r["backbone_img_per_s"] > 0 for r in rows)
@@ -20,19 +48,55 @@ def test_eval_segmentation_writes_prediction_pngs_per_variant(tmp_path):
         assert sorted(os.listdir(tmp_path / r["variant"])) == [f"scene_{i:06d}.png" for i in range(3)]
 
 
+@pytest.mark.slow
 def test_eval_detection_writes_coco_results_per_variant(tmp_path):
     pytest.importorskip("pycocotools", reason="pycocotools is not installed ([detection] extra)")
-    assert main(["eval", "--task", "detection", "--model", "sdt_v3_tiny_fcos", "--dataset", "scenes:3",
-                 "--keep", "0.5", *SPEED, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "detection",
+                "--model",
+                "sdt_v3_tiny_fcos",
+                "--dataset",
+                "scenes:3",
+                "--keep",
+                "0.5",
+                *SPEED,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     for variant in ("dense", "official@fraction:0.5"):
         entries = json.loads((tmp_path / variant / "detections.json").read_text())
         assert isinstance(entries, list)
         assert all({"image_id", "category_id", "bbox", "score"} <= set(e) for e in entries)
 
 
+@pytest.mark.slow
 def test_eval_tracking_writes_result_files_per_sequence(tmp_path):
-    assert main(["eval", "--task", "tracking", "--model", "sdtrack_tiny_test", "--dataset", "synthetic:2",
-                 "--keep", "0.5", *SPEED, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--dataset",
+                "synthetic:2",
+                "--keep",
+                "0.5",
+                *SPEED,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert all(r["auc"] is not None and r["fps"] > 0 for r in rows)
     assert sorted(os.listdir(tmp_path / "dense")) == ["synth_0000.txt", "synth_0001.txt"]
@@ -40,10 +104,18 @@ def test_eval_tracking_writes_result_files_per_sequence(tmp_path):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["eval", "--task", "detection", "--model", "sdt_tiny", "--dataset", "scenes:2"], "is a classification model"),
-     (["eval", "--task", "segmentation", "--model", "sdt_v3_tiny_semfpn", "--dataset", "coco"], "unknown segmentation"),
-     (["eval", "--task", "detection", "--model", "sdt_v3_tiny_fcos", "--dataset", "coco"], "--data-root"),
-     (["train", "--task", "tracking", "--model", "sdtrack_tiny_test"], "--data-root")],
+    [
+        (
+            ["eval", "--task", "detection", "--model", "sdt_tiny", "--dataset", "scenes:2"],
+            "is a classification model",
+        ),
+        (
+            ["eval", "--task", "segmentation", "--model", "sdt_v3_tiny_semfpn", "--dataset", "coco"],
+            "unknown segmentation",
+        ),
+        (["eval", "--task", "detection", "--model", "sdt_v3_tiny_fcos", "--dataset", "coco"], "--data-root"),
+        (["train", "--task", "tracking", "--model", "sdtrack_tiny_test"], "--data-root"),
+    ],
 )
 def test_task_commands_refuse_bad_input(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
@@ -57,18 +129,78 @@ def test_train_segmentation_and_detection_write_weights(tmp_path):
         if task == "detection":
             pytest.importorskip("pycocotools", reason="pycocotools is not installed ([detection] extra)")
         out = tmp_path / task
-        assert main(["train", "--task", task, "--model", model, "--dataset", "scenes:8", "--test-dataset", "scenes:2",
-                     "--epochs", "1", "--batch-size", "4", "--threads", "1", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--task",
+                    task,
+                    "--model",
+                    model,
+                    "--dataset",
+                    "scenes:8",
+                    "--test-dataset",
+                    "scenes:2",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "4",
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         assert (out / "model.pt").exists() and (out / "metrics.json").exists()
 
 
 @pytest.mark.slow
 def test_make_tracking_then_train_tracking(tmp_path):
     data = tmp_path / "synth"
-    assert main(["make-tracking", "--train", "2", "--test", "1", "--frames", "6", "--source", "shipped",
-                 "--out", str(data), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "make-tracking",
+                "--train",
+                "2",
+                "--test",
+                "1",
+                "--frames",
+                "6",
+                "--source",
+                "shipped",
+                "--out",
+                str(data),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "run"
-    assert main(["train", "--task", "tracking", "--model", "sdtrack_tiny_test", "--data-root", str(data),
-                 "--epochs", "1", "--samples-per-epoch", "8", "--batch-size", "4", "--threads", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--data-root",
+                str(data),
+                "--epochs",
+                "1",
+                "--samples-per-epoch",
+                "8",
+                "--batch-size",
+                "4",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "model.pt").exists()

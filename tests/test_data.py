@@ -535,7 +535,7 @@ def test_random_resized_crop_params_in_bounds():
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
         top, left, h, w = TF.random_resized_crop_params(30, 40, generator=g)
-        assert 0 <= top and 0 <= left and top + h <= 30 and left + w <= 40 and h > 0 and w > 0
+        assert top >= 0 and left >= 0 and top + h <= 30 and left + w <= 40 and h > 0 and w > 0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def test_registered_detectors_read_strides_from_the_backbone():
         assert tp.get_model_config(name).task == "detection"
 
 
+@pytest.mark.slow
 def test_time_axis_backbone_is_read_out_by_the_mean_over_t():
     det = tiny("qkformer_tiny_fcos").eval()
     x = torch.randn(1, 3, 64, 64)
@@ -203,6 +204,7 @@ def test_batched_nms_per_class_path_gives_the_same_result(monkeypatch):
 # -- data path -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_coco_files_to_letterboxed_padded_batch(tmp_path):
     make_scenes(tmp_path, formats=("coco",), train=0, val=3, height=40, width=80, seed=1, source="shipped")
     data = CocoDetection(tmp_path / "coco", "val")
@@ -246,6 +248,7 @@ def _check_detections(out, batch, h, w, num_classes=10):
         assert (d["scores"][:-1] >= d["scores"][1:]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sdt_v3_tiny_fcos", "qkformer_tiny_fcos"])
 def test_pruned_detector_output_on_a_non_square_image(name):
     det = tiny(name, score_threshold=0.0, max_detections=20).eval()
@@ -262,6 +265,7 @@ def test_pruned_detector_output_on_a_non_square_image(name):
     assert all(r.kept < r.grid[0] * r.grid[1] for r in state.records)
 
 
+@pytest.mark.slow
 def test_non_square_training_step_dense_and_pruned():
     det = tiny()
     x = torch.randn(2, 3, 96, 160)
@@ -390,6 +394,7 @@ def test_dataset_without_category_mapping_or_with_a_transform_is_refused():
         predict_detection(tiny(), data)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_decrease_the_loss_and_write_loadable_weights(tmp_path):
     det = tiny()
     data = scenes(4)
@@ -421,6 +426,7 @@ def test_a_few_training_steps_decrease_the_loss_and_write_loadable_weights(tmp_p
     assert saved["meta"]["model"] == "sdt_v3_tiny_fcos" and saved["meta"]["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_training_resumes_from_its_checkpoint(tmp_path):
     data = scenes(4)
     full = train_detection(tiny(), data, epochs=2, batch_size=2, log=None, out_dir=tmp_path / "a")
@@ -442,6 +448,7 @@ def test_init_backbone_from_the_shipped_grey_classifier():
         torch.testing.assert_close(det.backbone(x.expand(1, 3, 64, 64))[-1], grey.forward_features(x))
 
 
+@pytest.mark.slow
 def test_detection_retention_benchmark_runs_on_a_tiny_model(tmp_path, capsys):
     needs_pycocotools()
     import importlib.util

@@ -11,12 +11,11 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
-from tp_spikformer.data import InMemoryImages
+from tp_spikformer.data import InMemoryImages, synthetic_dataset
+from tp_spikformer.data.catalog import SHIPPED_SLICE as FMNIST_SLICE
 from tp_spikformer.evaluate import evaluate, shard_range
 from tp_spikformer.models import create_model, get_model_config, list_models
 from tp_spikformer.models._registry import asset_path
-from tp_spikformer.data import synthetic_dataset
-from tp_spikformer.data.catalog import SHIPPED_SLICE as FMNIST_SLICE
 
 FMNIST_MODELS = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
 
@@ -126,12 +125,17 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, n: int):
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                    reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is not available",
+)
+@pytest.mark.slow
 def test_two_process_gloo_counts_every_sample_once(tmp_path):
     n = 37  # not divisible by the world size
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path), n)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path), n)) for r in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -140,8 +144,11 @@ def test_two_process_gloo_counts_every_sample_once(tmp_path):
             p.kill()
             pytest.fail("a gloo worker hung")
     if any((tmp_path / f"skip{r}").exists() for r in range(2)):
-        pytest.skip("gloo could not initialise: " + (tmp_path / "skip0").read_text()[:200]
-                    if (tmp_path / "skip0").exists() else "gloo could not initialise")
+        pytest.skip(
+            "gloo could not initialise: " + (tmp_path / "skip0").read_text()[:200]
+            if (tmp_path / "skip0").exists()
+            else "gloo could not initialise"
+        )
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     # each rank read a disjoint shard and together they cover every index once
@@ -173,14 +180,16 @@ def test_fashion_mnist_configs_registered():
         assert cfg.data.mean == (0.2860,) and cfg.data.std == (0.3530,)
         side = {"sdt_v3": 64, "qkformer": 16}.get(cfg.family, 32)  # QKFormer: 16 px, see its notes
         assert cfg.data.input_size[1:] == (side, side)
-        assert cfg.T == (None if cfg.family == "sdt_v3" else 4)
+        assert (None if cfg.family == "sdt_v3" else 4) == cfg.T
     assert get_model_config("qkformer_fmnist").kwargs["proj_lif_mode"] == "per_sample"
 
 
 def test_shipped_slice_is_the_first_2000_test_images():
     path = asset_path(FMNIST_SLICE)
     data = InMemoryImages.from_npz(path)
-    assert len(data) == 2000 and data.images.dtype == torch.uint8 and tuple(data.images.shape[1:]) == (1, 28, 28)
+    assert (
+        len(data) == 2000 and data.images.dtype == torch.uint8 and tuple(data.images.shape[1:]) == (1, 28, 28)
+    )
     assert torch.bincount(data.targets, minlength=10).min() > 150
     root = "/usr/share/datasets/fashion-mnist"
     if os.path.isdir(root):
@@ -190,6 +199,7 @@ def test_shipped_slice_is_the_first_2000_test_images():
         assert torch.equal(full.images, data.images) and torch.equal(full.targets, data.targets)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FMNIST_MODELS)
 def test_shipped_weights_reach_documented_accuracy(name):
     cfg = get_model_config(name)

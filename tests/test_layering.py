@@ -5,6 +5,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tp_spikformer"
 
 # base modules that import nothing from the package: every layer may use them
@@ -48,8 +50,12 @@ def imported_modules(path: Path) -> set[str]:
             if target.split(".")[0] != "tp_spikformer":
                 continue
             found.add(target)
-            found |= {f"{target}.{a.name}" for a in node.names if (PACKAGE.parent / f"{target}.{a.name}".replace(".", "/")).exists()
-                      or (PACKAGE.parent / (f"{target}.{a.name}".replace(".", "/") + ".py")).exists()}
+            found |= {
+                f"{target}.{a.name}"
+                for a in node.names
+                if (PACKAGE.parent / f"{target}.{a.name}".replace(".", "/")).exists()
+                or (PACKAGE.parent / (f"{target}.{a.name}".replace(".", "/") + ".py")).exists()
+            }
     return found
 
 
@@ -68,17 +74,25 @@ def package_edges() -> dict[str, set[tuple[str, str]]]:
     return edges
 
 
+@pytest.mark.slow
 def test_layers_import_only_the_layers_below_them():
-    bad = [f"{s} imports {d}" for lay, pairs in package_edges().items() if lay in ALLOWED
-           for s, d in sorted(pairs) if layer(d) not in ALLOWED[lay] | BASE]
+    bad = [
+        f"{s} imports {d}"
+        for lay, pairs in package_edges().items()
+        if lay in ALLOWED
+        for s, d in sorted(pairs)
+        if layer(d) not in ALLOWED[lay] | BASE
+    ]
     assert not bad, "layering broken:\n" + "\n".join(bad)
 
 
+@pytest.mark.slow
 def test_base_modules_import_nothing_from_the_package():
     edges = package_edges()
     assert not [pair for b in BASE for pair in edges.get(b, ())]
 
 
+@pytest.mark.slow
 def test_nothing_imports_the_cli():
     bad = [f"{s} imports {d}" for pairs in package_edges().values() for s, d in pairs if layer(d) == "cli"]
     assert not bad, "\n".join(bad)

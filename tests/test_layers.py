@@ -105,8 +105,10 @@ def test_spike_product():
 
 
 def test_bit_equal_to_spikingjelly_when_installed():
-    neuron = pytest.importorskip("spikingjelly.activation_based.neuron", reason="spikingjelly not installed "
-                                 "(optional: pip install --no-deps spikingjelly==2.0.0 loguru)")
+    neuron = pytest.importorskip(
+        "spikingjelly.activation_based.neuron",
+        reason="spikingjelly not installed (optional: pip install --no-deps spikingjelly==2.0.0 loguru)",
+    )
     for v_th in (1.0, 0.5):
         sj = neuron.LIFNode(tau=2.0, v_threshold=v_th, detach_reset=True, step_mode="m")
         for dtype in (torch.float32, torch.float64):
@@ -116,6 +118,7 @@ def test_bit_equal_to_spikingjelly_when_installed():
                 assert torch.equal(LIF(v_threshold=v_th)(x), sj(x))
 
 
+@pytest.mark.slow
 def test_training_runs_nchw_so_the_channels_last_conv_backward_bug_cannot_strike():
     """torch 2.13's CPU backward of a 1x1 stride-2 convolution on a channels-last input corrupts the heap
     (QKFormer's shortcut convolutions); a training step of a QKFormer must run (in a child process, so a

@@ -346,6 +346,7 @@ def test_only_modules_that_ran_are_counted():
     assert [g.group for g in rep.groups] == ["stem", "block.0", "block.1", "head"]
 
 
+@pytest.mark.slow
 def test_sdt_tiny_pruned_block_macs_scale_with_kept_tokens():
     model = tiny("sdt_tiny")
     x = images(model, batch=3)
@@ -371,6 +372,7 @@ def test_sdt_tiny_pruned_block_macs_scale_with_kept_tokens():
     assert tp.group("head").macs == dense.group("head").macs
 
 
+@pytest.mark.slow
 def test_sdt_v3_tiny_dense_part_unchanged_token_part_by_hand():
     model = tiny("sdt_v3_tiny")
     x = images(model, batch=1)
@@ -398,6 +400,7 @@ def test_sdt_v3_tiny_dense_part_unchanged_token_part_by_hand():
 @pytest.mark.parametrize(
     "name", [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 )
+@pytest.mark.slow
 def test_macs_match_flop_counter_mode(name):
     model = tiny(name)
     x = images(model)
@@ -408,6 +411,7 @@ def test_macs_match_flop_counter_mode(name):
     assert pruned["ours_macs"] < check["ours_macs"]
 
 
+@pytest.mark.slow
 def test_report_serialises():
     model = tiny("sdt_tiny")
     cmp = compare_dense_pruned(model, [images(model, seed=s) for s in range(2)], keep=0.5)
@@ -444,6 +448,7 @@ def test_counter_detaches_cleanly():
 # -- benchmark ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_benchmark_returns_expected_keys_and_positive_numbers():
     model = tiny("sdt_tiny")
     variants = {v.label: v for v in make_variants(model, [(None, None), (0.5, "official")])}
@@ -492,6 +497,7 @@ def test_peak_tensor_bytes_counts_exactly_what_the_call_allocates():
     assert peak == 3000
 
 
+@pytest.mark.slow
 def test_peak_tensor_bytes_frees_and_is_deterministic():
     from tp_spikformer.measure import peak_memory
     from tp_spikformer.measure.tensor_memory import TensorMemoryTracker

@@ -86,7 +86,11 @@ def test_bad_inputs_raise_clear_errors(name):
     with pytest.raises(ValueError, match="multiples of|only accepts"):
         model(odd)
     if model.T is not None:
-        frames = x.unsqueeze(1).expand(-1, model.T + 1, *x.shape[1:]) if x.dim() == 4 else torch.cat([x, x[:, :1]], 1)
+        frames = (
+            x.unsqueeze(1).expand(-1, model.T + 1, *x.shape[1:])
+            if x.dim() == 4
+            else torch.cat([x, x[:, :1]], 1)
+        )
         if model.event_input:
             with pytest.raises(ValueError, match=f"T={model.T}"):
                 model(frames)
@@ -117,9 +121,10 @@ def test_unknown_model_and_override():
 
 
 def test_list_models_pattern():
-    assert list_models("qkformer_10_*") == [
-        n for n in ALL if n.startswith("qkformer_10_")
-    ] and len(list_models("qkformer_10_*")) >= 3
+    assert (
+        list_models("qkformer_10_*") == [n for n in ALL if n.startswith("qkformer_10_")]
+        and len(list_models("qkformer_10_*")) >= 3
+    )
     assert not set(TINY) & set(OFFICIAL)
 
 

@@ -51,6 +51,7 @@ def forward(model, x):
 # -- golden cases --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", golden_cases())
 def test_optimized_model_matches_official_output(path):
     case = load_case(path)
@@ -61,6 +62,7 @@ def test_optimized_model_matches_official_output(path):
     assert diff <= TOLERANCE, f"{path.stem}: optimized model differs from the official code by {diff:.3e}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", golden_cases(tp_only=True))
 @pytest.mark.parametrize("order", ["optimize_then_tp", "tp_then_optimize"])
 def test_optimized_tp_matches_official_tp(path, order):
@@ -87,6 +89,7 @@ def test_optimized_tp_matches_official_tp(path, order):
 # -- the registry's tiny models ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_optimized_equals_plain_in_float64(name):
     plain = build_tiny(name).double()
@@ -99,6 +102,7 @@ def test_optimized_equals_plain_in_float64(name):
     assert (forward(fast, x) - forward(plain, x)).abs().max().item() <= 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_keep_all_is_dense_and_pruned_matches_plain_after_optimize(name):
     plain = build_tiny(name).double()
@@ -122,6 +126,7 @@ def test_keep_all_is_dense_and_pruned_matches_plain_after_optimize(name):
     assert is_optimized(fast) and torch.equal(forward(fast, x), dense)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRACKERS)
 def test_optimized_tracker_equals_plain_dense_and_pruned(name):
     """Trackers take ``(template, search)``: optimize traces them with their own ``example_inputs()``, and
@@ -140,6 +145,7 @@ def test_optimized_tracker_equals_plain_dense_and_pruned(name):
             assert (a[key] - b[key]).abs().max().item() <= 1e-9, (keep, key)
 
 
+@pytest.mark.slow
 def test_pruned_blocks_run_only_their_kept_tokens_when_optimized():
     model = optimize(build_tiny("sdt_v3_tiny"), compile=False)
     apply_tp(model, keep=0.5)
@@ -153,6 +159,7 @@ def test_pruned_blocks_run_only_their_kept_tokens_when_optimized():
 # -- checkpoints, undo, training mode ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_state_dict_is_the_plain_models_and_loading_refolds():
     plain = build_tiny("sdt_tiny").double()
     x = sample_inputs(plain, batch=2).double()
@@ -170,6 +177,7 @@ def test_state_dict_is_the_plain_models_and_loading_refolds():
     assert (forward(fast, x) - forward(other, x)).abs().max().item() <= 1e-9
 
 
+@pytest.mark.slow
 def test_deoptimize_restores_the_plain_model():
     plain = build_tiny("sdt_v2_tiny")
     x = sample_inputs(plain, batch=2)
@@ -207,6 +215,7 @@ def test_optimize_is_repeatable_and_survives_deepcopy():
     assert torch.equal(forward(clone, x), out) and torch.equal(forward(model, x), out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_measurement_counts_the_same_operations(name):
     from tp_spikformer.measure import count_ops
@@ -437,6 +446,7 @@ def test_compiled_optimized_model_matches_official_output(path, monkeypatch):
     assert (out - case["output"]).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_failing_compiler_falls_back_to_plain_kernels_and_says_why(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
@@ -474,6 +484,7 @@ def test_reordered_attention_is_bit_identical_in_float32():
 # -- command line --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_optimize_option_on_inference_commands_only(tmp_path, capsys):
     from tp_spikformer.cli import build_parser, main
 

@@ -11,8 +11,13 @@ from tp_spikformer.pruning import BlockRecord
 
 def rec(name, grid, kept_positions):
     idx = None if kept_positions is None else torch.tensor([kept_positions])
-    return BlockRecord(name, grid, kept=grid[0] * grid[1] if idx is None else len(kept_positions),
-                       total=grid[0] * grid[1], indices=idx)
+    return BlockRecord(
+        name,
+        grid,
+        kept=grid[0] * grid[1] if idx is None else len(kept_positions),
+        total=grid[0] * grid[1],
+        indices=idx,
+    )
 
 
 def test_masks_and_depth_on_one_grid():
@@ -49,8 +54,11 @@ def test_token_visualization_png(tmp_path):
 
 
 def test_tradeoff_plot(tmp_path):
-    rows = [{"scorer": "dense", "energy": 1.0, "top1": 90.0}, {"scorer": "official", "energy": 0.7, "top1": 88.0,
-            "keep": 0.75}, {"scorer": "official", "energy": 0.5, "top1": 80.0, "keep": 0.5}]
+    rows = [
+        {"scorer": "dense", "energy": 1.0, "top1": 90.0},
+        {"scorer": "official", "energy": 0.7, "top1": 88.0, "keep": 0.75},
+        {"scorer": "official", "energy": 0.5, "top1": 80.0, "keep": 0.5},
+    ]
     path = save_tradeoff_plot(rows, "energy", "top1", str(tmp_path / "p.png"))
     assert Image.open(path).size == (640, 480) and (tmp_path / "p.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="nothing to plot"):

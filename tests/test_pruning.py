@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-
 from conftest import per_sample
 
 from tp_spikformer.measure.variants import make_neurons_fire
@@ -66,7 +65,9 @@ def test_apply_is_idempotent_and_reconfigurable(name, tiny, inputs):
         a = model(x)
     s2 = apply_tp(model, keep=0.5, scorer="official")
     assert s1 is s2
-    assert all(type(type(b)).__name__ == "type" and type(b).__name__.count("TP") == 1 for _, b in token_blocks(model))
+    assert all(
+        type(type(b)).__name__ == "type" and type(b).__name__.count("TP") == 1 for _, b in token_blocks(model)
+    )
     with torch.no_grad():
         b = model(x)
         kept_half = [r.kept for r in s2.records]
@@ -180,7 +181,9 @@ def test_cumulative_stopping_never_revives(name, tiny, inputs):
     model = tiny(name)
     x = inputs(model)
     n = len(token_blocks(model))
-    state = apply_tp(model, keep=[0.8 - 0.5 * i / max(1, n - 1) for i in range(n)], scorer="official", cumulative=True)
+    state = apply_tp(
+        model, keep=[0.8 - 0.5 * i / max(1, n - 1) for i in range(n)], scorer="official", cumulative=True
+    )
     with torch.no_grad():
         model(x)
     recs = state.records
@@ -202,9 +205,16 @@ def test_keep_rules():
 @pytest.mark.parametrize(
     "spec, error",
     [
-        (0.0, ValueError), (1.5, ValueError), (-0.2, ValueError), ("side:0", ValueError),
-        ("prune_ratio:1.0", ValueError), ("bogus:1", ValueError), ([], ValueError), (True, TypeError),
-        ("count:2.5", ValueError), (object(), TypeError),
+        (0.0, ValueError),
+        (1.5, ValueError),
+        (-0.2, ValueError),
+        ("side:0", ValueError),
+        ("prune_ratio:1.0", ValueError),
+        ("bogus:1", ValueError),
+        ([], ValueError),
+        (True, TypeError),
+        ("count:2.5", ValueError),
+        (object(), TypeError),
     ],
 )
 def test_invalid_keep_values_raise(spec, error, tiny):
@@ -246,7 +256,9 @@ def test_official_schedule_on_full_configs():
         with torch.device("meta"):
             model = create_model(name)
         state = apply_tp(model, keep="official")
-        grids = {"sdt": [(14, 14)] * 8, "qkf": [(56, 56)] + [(28, 28)] * 2 + [(14, 14)] * 7}.get(name[:3], [(14, 14)] * 8)
+        grids = {"sdt": [(14, 14)] * 8, "qkf": [(56, 56)] + [(28, 28)] * 2 + [(14, 14)] * 7}.get(
+            name[:3], [(14, 14)] * 8
+        )
         assert [state.keep.count(i, *g) for i, g in enumerate(grids)] == kept
 
 
@@ -273,6 +285,7 @@ def test_drop_mode_refused_for_hierarchical_models(name, tiny):
         apply_tp(tiny(name), keep=0.5, mode="drop")
 
 
+@pytest.mark.slow
 def test_forward_features_keeps_layout_when_pruned(tiny, inputs):
     for name in TINY:
         model = tiny(name)

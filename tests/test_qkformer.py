@@ -90,8 +90,8 @@ def test_batch_coupled_depends_on_the_batch_and_agrees_at_b1(tiny, images):
 
 
 def test_order_sensitive_flags_follow_the_mode(tiny):
-    stage3 = [b for b in tiny.stage3]
-    token_qk = [b for b in (*tiny.stage1, *tiny.stage2)]
+    stage3 = list(tiny.stage3)
+    token_qk = [*tiny.stage1, *tiny.stage2]
     assert stage3 and all(isinstance(b, SpikingTransformerBlock) for b in stage3)
     assert all(isinstance(b, TokenSpikingTransformer) and not b.order_sensitive for b in token_qk)
     assert tiny.proj_lif_mode == "batch_coupled"
@@ -143,8 +143,10 @@ def test_registered_configs_default_to_the_official_mode():
     """Every configuration for official weights uses the official mode (our own trained models, which
     ship their weights, were trained per-sample and may say so)."""
     names = [
-        n for n in list_models("qkformer*")
-        if not get_model_config(n).source.startswith("tp_spikformer") and get_model_config(n).task == "classification"
+        n
+        for n in list_models("qkformer*")
+        if not get_model_config(n).source.startswith("tp_spikformer")
+        and get_model_config(n).task == "classification"
     ]
     assert {"qkformer_10_384_imagenet", "qkformer_4_384_cifar100", "qkformer_tiny"} <= set(names)
     for name in names:

@@ -1,8 +1,7 @@
 """Exactness against the official code: every reference case, strict load, float64, max |diff| <= 1e-9."""
 
-import torch
-
 import pytest
+import torch
 from reference import load_case, reference_cases
 
 from tp_spikformer.models import build_from_official_kwargs
@@ -12,7 +11,11 @@ TOLERANCE = 1e-9
 
 def build_case_model(case: dict) -> torch.nn.Module:
     model = build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"])
-    if "T" not in case["constructor_kwargs"] and case.get("T") is not None and getattr(model, "T", None) is not None:
+    if (
+        "T" not in case["constructor_kwargs"]
+        and case.get("T") is not None
+        and getattr(model, "T", None) is not None
+    ):
         model.T = case["T"]  # the official code sets T after construction (SDT-V2: model.T = args.time_steps)
     model = model.double().eval()
     model.load_state_dict(case["state_dict"], strict=True)
@@ -28,6 +31,7 @@ def test_state_dict_keys_in_official_order(path):
     assert ours == theirs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", reference_cases())
 def test_matches_official_output(path):
     case = load_case(path)

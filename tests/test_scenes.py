@@ -51,7 +51,7 @@ def test_background_kinds_are_deterministic_smooth_rgb(kind):
     b = render_background(48, 80, np.random.default_rng(3), kind)
     c = render_background(48, 80, np.random.default_rng(4), kind)
     assert a.shape == (48, 80, 3) and a.dtype == np.float32
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     # Large smooth regions: neighbouring pixels differ little on average.
@@ -160,7 +160,7 @@ def test_scene_annotations_are_consistent_with_the_pixels(train_objects):
         for obj in s.instances:
             x, y, side, side2 = obj.placement
             assert lo <= side == side2 <= hi
-            assert 0 <= x and x + side <= 120 and 0 <= y and y + side <= 72
+            assert x >= 0 and x + side <= 120 and y >= 0 and y + side <= 72
             assert obj.mask.dtype == bool and obj.area == int(obj.mask.sum()) >= cfg.min_visible_area
             assert obj.bbox == mask_bbox(obj.mask)  # box of the visible part
             bx, by, bw, bh = obj.bbox
@@ -204,7 +204,7 @@ def test_non_square_scene_dataset_modes(train_objects):
     seg = SceneDataset(cfg, 5, train_objects)
     image, label = seg[1]
     assert (
-        image.shape == (3, 48, 80) and image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+        image.shape == (3, 48, 80) and image.dtype == torch.float32 and image.min() >= 0 and image.max() <= 1
     )
     assert label.shape == (48, 80) and label.dtype == torch.int64 and int(label.max()) <= 10
     scene = seg.scene(1)

@@ -39,6 +39,7 @@ def run(name, x, window, has_time=True):
     return get_scorer(name)(x, ctx)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(block_inputs(), st.sampled_from(scorer_names()))
 def test_shape_and_finite(inp, name):
@@ -89,10 +90,14 @@ def test_token_wise_scorers_are_permutation_equivariant(inp, name):
 @given(block_inputs(max_c=16))
 def test_official_closed_form_equals_literal_convolution(inp):
     x, window = inp
-    torch.testing.assert_close(run("official", x, window), run("official_literal", x, window), rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(
-        run("official", x, window, has_time=False), run("official_literal", x, window, has_time=False),
-        rtol=1e-10, atol=1e-14,
+        run("official", x, window), run("official_literal", x, window), rtol=1e-10, atol=1e-14
+    )
+    torch.testing.assert_close(
+        run("official", x, window, has_time=False),
+        run("official_literal", x, window, has_time=False),
+        rtol=1e-10,
+        atol=1e-14,
     )
 
 

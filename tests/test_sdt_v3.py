@@ -51,7 +51,11 @@ def test_attention_lands_on_half_and_rounds_to_even():
     attn = LinearSpikeAttention(16, num_heads=1).eval()
     assert attn.scale * 2 == 0.5
     with torch.no_grad():  # make q, k, v constant spike maps: conv weight 0, BN output = its bias
-        for seq, level in ((attn.q_conv, [4.0] * 5 + [0.0] * 11), (attn.k_conv, [4.0] * 16), (attn.v_conv, [2.0] * 64)):
+        for seq, level in (
+            (attn.q_conv, [4.0] * 5 + [0.0] * 11),
+            (attn.k_conv, [4.0] * 16),
+            (attn.v_conv, [2.0] * 64),
+        ):
             seq[0].weight.zero_()
             seq[1].weight.zero_()
             seq[1].bias.copy_(torch.tensor(level))

@@ -147,10 +147,11 @@ def test_random_crop_is_a_window_of_the_pair():
     g = torch.Generator().manual_seed(1)
     img, lbl = random_crop(image, label, 4, generator=g)
     hits = [
-        (t, l)
+        (t, left)
         for t in range(7)
-        for l in range(9)
-        if torch.equal(label[t : t + 4, l : l + 4], lbl) and torch.equal(image[:, t : t + 4, l : l + 4], img)
+        for left in range(9)
+        if torch.equal(label[t : t + 4, left : left + 4], lbl)
+        and torch.equal(image[:, t : t + 4, left : left + 4], img)
     ]
     assert hits
 

@@ -156,6 +156,7 @@ def test_scene_segmenter_starts_from_the_shipped_grey_classifier():
     assert torch.allclose(rgb, grey, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models("*_semfpn"))
 def test_every_registered_semfpn_builds(name):
     cfg = get_model_config(name)
@@ -174,6 +175,7 @@ def test_every_registered_semfpn_builds(name):
 # -- shapes, pruning ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 @pytest.mark.parametrize("size", [(64, 64), (96, 160)])
 def test_logits_at_the_head_stride_dense_and_pruned(name, size):
@@ -193,6 +195,7 @@ def test_logits_at_the_head_stride_dense_and_pruned(name, size):
     assert not torch.equal(pruned, dense)  # pruning changed something, in place
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_keep_all_equals_dense_bit_for_bit(name):
     seg = tiny(name)
@@ -242,6 +245,7 @@ def test_warmup_then_poly_schedule_of_the_engine():
     assert poly_lr(100, 100, 10, 1e-3) == 0.0
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_decrease_the_loss(tmp_path):
     torch.manual_seed(0)
     seg = create_model("sdt_v3_tiny_semfpn")
@@ -274,6 +278,7 @@ def test_a_few_training_steps_decrease_the_loss(tmp_path):
     assert doubled == sum(1 for _ in seg.decode_head.parameters())  # the decode head at 2x lr, nothing else
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     def run(out, log=None):
         torch.manual_seed(0)
@@ -377,6 +382,7 @@ def test_scenes_get_make_scenes_stems_and_padding_keeps_the_label_size(tmp_path)
 # -- benchmark ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retention_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location(
         "segmentation_retention", ROOT / "benchmarks" / "segmentation_retention.py"
@@ -429,6 +435,7 @@ def test_retention_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsys)
     assert out.exists() and '"rows"' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_segmentation_task_runs_in_the_comparison_runner(tmp_path, monkeypatch):
     import tp_spikformer.data.scenes as scenes_module
     from tp_spikformer.api import evaluate_variants

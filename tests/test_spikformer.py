@@ -113,7 +113,7 @@ def test_forward_features_shape_and_readout():
 @pytest.mark.parametrize("cls", [SpikformerImageNet, SpikformerCifar, SpikformerCifar10DVS])
 def test_blocks_are_token_order_equivariant(cls):
     model = _lively(cls(**SMALL).double().eval())
-    (_, block), = token_blocks(model)
+    ((_, block),) = token_blocks(model)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 3, (2, 2, 16, 12), generator=g).double()  # [T, B, C, N], N not a square
     perm = torch.randperm(12, generator=g)

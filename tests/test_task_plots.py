@@ -29,17 +29,24 @@ def test_segmentation_figure(tmp_path, tiny, inputs):
     image = rng.random((64, 64, 3))
     label = rng.integers(0, 4, (64, 64))
     label[:2] = 255
-    path = save_segmentation_figure(str(tmp_path / "seg.png"), image, label, label, np.roll(label, 3),
-                                    records_of(tiny, inputs), title="t")
+    path = save_segmentation_figure(
+        str(tmp_path / "seg.png"), image, label, label, np.roll(label, 3), records_of(tiny, inputs), title="t"
+    )
     assert_picture(path, 5)
 
 
 def test_detection_figure(tmp_path, tiny, inputs):
     image = np.random.default_rng(1).random((64, 64, 3))
     det = {"boxes": np.array([[4, 4, 30, 40]]), "labels": np.array([2]), "scores": np.array([0.9])}
-    path = save_detection_figure(str(tmp_path / "det.png"), image, np.array([[5, 5, 31, 41]]), det,
-                                 {"boxes": np.zeros((0, 4)), "labels": [], "scores": []}, records_of(tiny, inputs),
-                                 names=[str(i) for i in range(10)])
+    path = save_detection_figure(
+        str(tmp_path / "det.png"),
+        image,
+        np.array([[5, 5, 31, 41]]),
+        det,
+        {"boxes": np.zeros((0, 4)), "labels": [], "scores": []},
+        records_of(tiny, inputs),
+        names=[str(i) for i in range(10)],
+    )
     assert_picture(path, 3)
 
 

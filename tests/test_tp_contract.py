@@ -5,9 +5,8 @@ import logging
 
 import pytest
 import torch
+from conftest import build_tiny
 from torch import nn
-
-from conftest import build_tiny, sample_inputs
 
 from tp_spikformer.models import (
     BlockPart,
@@ -17,7 +16,14 @@ from tp_spikformer.models import (
     list_models,
     token_blocks,
 )
-from tp_spikformer.pruning import apply_tp, fraction, get_tp_state, register_scorer, remove_tp, side, side_ratio
+from tp_spikformer.pruning import (
+    apply_tp,
+    get_tp_state,
+    register_scorer,
+    remove_tp,
+    side,
+    side_ratio,
+)
 
 TINY = [n for n in list_models("*_tiny") if get_model_config(n).task == "classification"]
 
@@ -208,8 +214,12 @@ class SpatialBlock(TokenBlock):
         self.seen = []
 
     def block_parts(self):
-        return (BlockPart("dense", self._project), BlockPart("token", self._attend),
-                BlockPart("dense", self._out), BlockPart("token", self._finish))
+        return (
+            BlockPart("dense", self._project),
+            BlockPart("token", self._attend),
+            BlockPart("dense", self._out),
+            BlockPart("token", self._finish),
+        )
 
     def _project(self, x):
         q, v = self.qkv(x).chunk(2, dim=1)  # [B, C, H, W] each
@@ -322,19 +332,37 @@ def test_reconfiguration_is_atomic_and_keeps_options_not_passed(tiny):
     state = apply_tp(model, keep=0.5, scorer="paper", cumulative=True)
     with pytest.raises(ValueError, match="mode='stop'"):
         apply_tp(model, mode="drop", keep=0.25)
-    assert (state.mode, str(state.keep), state.scorer_name, state.cumulative) == ("stop", "fraction:0.5", "paper", True)
+    assert (state.mode, str(state.keep), state.scorer_name, state.cumulative) == (
+        "stop",
+        "fraction:0.5",
+        "paper",
+        True,
+    )
     with pytest.raises(ValueError, match="unknown scorer"):
         apply_tp(model, keep=0.3, scorer="bogus")
     assert str(state.keep) == "fraction:0.5"
     assert apply_tp(model, keep=0.25) is state
-    assert (str(state.keep), state.scorer_name, state.cumulative, state.window) == ("fraction:0.25", "paper", True, 7)
+    assert (str(state.keep), state.scorer_name, state.cumulative, state.window) == (
+        "fraction:0.25",
+        "paper",
+        True,
+        7,
+    )
 
 
 @pytest.mark.parametrize(
     "field, value, error",
-    [("window", 20001, ValueError), ("window", True, ValueError), ("window", 4, ValueError),
-     ("mode", "drop", ValueError), ("mode", "fast", ValueError), ("gather_order", "best", ValueError),
-     ("cumulative", "yes", TypeError), ("seed", 1.5, TypeError), ("scorer", 3, TypeError)],
+    [
+        ("window", 20001, ValueError),
+        ("window", True, ValueError),
+        ("window", 4, ValueError),
+        ("mode", "drop", ValueError),
+        ("mode", "fast", ValueError),
+        ("gather_order", "best", ValueError),
+        ("cumulative", "yes", TypeError),
+        ("seed", 1.5, TypeError),
+        ("scorer", 3, TypeError),
+    ],
 )
 def test_state_fields_refuse_bad_values(field, value, error, tiny):
     state = apply_tp(tiny("sdt_v3_tiny"), keep=0.5)
@@ -372,7 +400,9 @@ def test_host_checks_run_on_the_first_forward_of_a_configuration_or_always_with_
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"])
+@pytest.mark.parametrize(
+    "name", ["sdt_tiny", "sdt_v3_tiny", "qkformer_tiny", "sdt_v2_tiny", "spikingformer_tiny"]
+)
 def test_pruned_forward_never_syncs_on_cuda(name, tiny, inputs):
     model = tiny(name).cuda()
     x = inputs(model).cuda()

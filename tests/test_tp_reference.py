@@ -23,6 +23,7 @@ def patched_case(path, scorer="official"):
     return case, tp, model, state, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", tp_cases())
 @pytest.mark.parametrize("scorer", ["official", "official_literal"])
 def test_tp_matches_official(path, scorer):
@@ -36,6 +37,8 @@ def test_tp_matches_official(path, scorer):
         if blocks[i].order_sensitive:  # QKFormer stage 3 in the batch-coupled mode: order matters
             assert torch.equal(rec.indices, ref_idx), f"block {i}: kept tokens differ in order"
         else:
-            assert torch.equal(rec.indices.sort(1).values, ref_idx.sort(1).values), f"block {i}: kept sets differ"
+            assert torch.equal(rec.indices.sort(1).values, ref_idx.sort(1).values), (
+                f"block {i}: kept sets differ"
+            )
         rel = ((rec.scores - ref_scores).abs().max() / ref_scores.abs().max()).item()
         assert rel < 1e-12, f"block {i}: scores differ by {rel:.2e} (relative)"

@@ -11,6 +11,7 @@ from reference import REFERENCE_DIR, SKIP_REASON
 
 from tp_spikformer.data.tracking import TrackingDataset
 from tp_spikformer.data.tracking_synth import make_tracking_dataset
+from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.models import (
     CheckpointError,
     build_from_official_kwargs,
@@ -18,7 +19,6 @@ from tp_spikformer.models import (
     get_model_config,
     load_checkpoint,
 )
-from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.pruning import apply_tp, get_tp_state, remove_tp
 from tp_spikformer.tasks.tracking import (
     CanvasLayout,
@@ -84,6 +84,7 @@ def synth(tmp_path_factory):
 # -- SDTrack against the official code --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sdtrack_golden_case_loads_strictly_and_reproduces_every_output():
     path = REFERENCE_DIR / "extra" / "sdtrack.pt"
     if not path.is_file():
@@ -236,7 +237,6 @@ def test_template_protection_and_pad_demotion_are_the_trackers_tp_defaults():
 
 
 @pytest.mark.parametrize("name", TRACKERS)
-
 def test_pruned_output_has_the_dense_layout_and_keep_all_is_dense(name):
     model = tracker(name)
     z, x = crops(model)
@@ -341,6 +341,7 @@ def test_pair_sampler_centres_the_target_without_jitter(synth, name):
     assert bool(z.sum() > 0) and bool(x.sum() > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRACKERS)
 def test_a_few_training_steps_decrease_the_loss(synth, name):
     # one fixed batch: the loss of a spiking tracker jumps from step to step (argmax boxes, quantised
@@ -359,6 +360,7 @@ def test_a_few_training_steps_decrease_the_loss(synth, name):
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
 
 
+@pytest.mark.slow
 def test_train_tracker_writes_weights_that_load_by_name(synth, tmp_path):
     model = tracker("sdtrack_tiny_test")
     lines = []

@@ -11,15 +11,27 @@ import sys
 import pytest
 import torch
 
+from tp_spikformer.data import synthetic_dataset
 from tp_spikformer.models import create_model
 from tp_spikformer.pruning import get_tp_state
-from tp_spikformer.data import synthetic_dataset
 from tp_spikformer.train import parse_args, run
 from tp_spikformer.training import cosine_lr, epoch_seed, freeze_unused_parameters, make_optimizer, train_step
 
 # tiny data: 48 training images (3 steps of 16 per epoch), 20 test images
-COMMON = ["--data", "synthetic:48", "--batch-size", "16", "--test-limit", "20", "--eval-batch-size", "32",
-          "--log-interval", "0", "--threads", "1"]
+COMMON = [
+    "--data",
+    "synthetic:48",
+    "--batch-size",
+    "16",
+    "--test-limit",
+    "20",
+    "--eval-batch-size",
+    "32",
+    "--log-interval",
+    "0",
+    "--threads",
+    "1",
+]
 
 
 def _state(path):
@@ -61,6 +73,7 @@ def test_unused_parameters_are_frozen_without_side_effects():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     args = ["--model", "sdt_tiny", "--epochs", "2", *COMMON]
     full = run(parse_args([*args, "--output", str(tmp_path / "full")]))
@@ -85,22 +98,40 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     assert w["meta"]["model"] == "sdt_tiny" and w["meta"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_finetuning_with_tp_runs_and_updates_weights(tmp_path):
     torch.manual_seed(1)
     init = create_model("spikformer_tiny")
     torch.save({"model": init.state_dict()}, tmp_path / "init.pt")
     model = create_model("spikformer_tiny", checkpoint=str(tmp_path / "init.pt"))
     res = run(
-        parse_args(["--finetune", "--model", "spikformer_tiny", "--checkpoint", str(tmp_path / "init.pt"),
-                    "--tp-keep", "0.5", "--tp-scorer", "temporal", "--lr", "1e-3", *COMMON,
-                    "--output", str(tmp_path / "ft")]),
+        parse_args(
+            [
+                "--finetune",
+                "--model",
+                "spikformer_tiny",
+                "--checkpoint",
+                str(tmp_path / "init.pt"),
+                "--tp-keep",
+                "0.5",
+                "--tp-scorer",
+                "temporal",
+                "--lr",
+                "1e-3",
+                *COMMON,
+                "--output",
+                str(tmp_path / "ft"),
+            ]
+        ),
         model=model,
     )
     assert res["finished"] and res["tp"] == {"keep": str(get_tp_state(model).keep), "scorer": "temporal"}
     rec = get_tp_state(model).records[0]  # the patched blocks really ran on half of the 8x8 tokens
     assert rec.kept == 32 and rec.total == 64
     after = _state(tmp_path / "ft" / "model.pt")["model"]
-    changed = [k for k, v in init.state_dict().items() if v.is_floating_point() and not torch.equal(v, after[k])]
+    changed = [
+        k for k, v in init.state_dict().items() if v.is_floating_point() and not torch.equal(v, after[k])
+    ]
     assert any(k.startswith("block.") and k.endswith("weight") for k in changed)
 
 
@@ -112,13 +143,28 @@ def _gloo_ok() -> bool:
 @pytest.mark.skipif(not _gloo_ok(), reason="torch.distributed with gloo is not available")
 def test_torchrun_ddp_training_smoke(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tp_spikformer.train", "--model", "sdt_tiny", "--epochs", "1", *COMMON,
-           "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tp_spikformer.train",
+        "--model",
+        "sdt_tiny",
+        "--epochs",
+        "1",
+        *COMMON,
+        "--output",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # own session, so that a hang kills torchrun AND its workers (no orphans left behind)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          start_new_session=True) as popen:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    ) as popen:
         try:
             stdout, stderr = popen.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -126,8 +172,11 @@ def test_torchrun_ddp_training_smoke(tmp_path):
             popen.communicate()
             pytest.fail("torchrun with 2 gloo workers did not finish in 120 s")
     proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
-    if proc.returncode != 0 and ("gloo" in proc.stderr.lower() or "rendezvous" in proc.stderr.lower()) \
-            and not (out / "log.txt").exists():
+    if (
+        proc.returncode != 0
+        and ("gloo" in proc.stderr.lower() or "rendezvous" in proc.stderr.lower())
+        and not (out / "log.txt").exists()
+    ):
         pytest.skip(f"could not start a 2-process gloo group: {proc.stderr[-300:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

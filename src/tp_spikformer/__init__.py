@@ -1,8 +1,8 @@
 """tp-spikformer: training-free token pruning (TP-Spikformer) for pretrained spiking transformers.
 
-    import tp_spikformer as tp
-    model = tp.create_model("sdt_fmnist", pretrained=True)
-    print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
+import tp_spikformer as tp
+model = tp.create_model("sdt_fmnist", pretrained=True)
+print(tp.compare(model, tp.load_dataset("shipped", data_cfg=model), keep=0.5, scorer="official"))
 """
 
 from . import calibrate, measure, pruning, tasks  # noqa: F401  (tasks register their models; calibrate is callable)

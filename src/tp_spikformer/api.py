@@ -14,8 +14,9 @@ import csv
 import io
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,14 +25,26 @@ from .errors import UsageError
 from .evaluate import check_labels, evaluate
 from .jsonio import dumps, write_json
 from .measure import EnergyConventions, benchmark, compare_reports, measure_energy
-from .measure.variants import Variant, make_variants, scorer_name, variant_label
+from .measure.variants import Variant, make_variants, scorer_name
 from .pruning import get_tp_state
 from .pruning.schedule import parse_keep
 from .tasks.protocol import TaskSpec, get_task
 
-MEASURE_FIELDS = ["kept_fraction", "macs_per_image", "sops_per_image", "energy_mj_per_image", "energy_ratio",
-                  "backbone_sops_per_image", "backbone_energy_mj_per_image", "img_per_s", "speedup",
-                  "backbone_img_per_s", "backbone_speedup", "latency_ms_bs1", "peak_memory_mb"]
+MEASURE_FIELDS = [
+    "kept_fraction",
+    "macs_per_image",
+    "sops_per_image",
+    "energy_mj_per_image",
+    "energy_ratio",
+    "backbone_sops_per_image",
+    "backbone_energy_mj_per_image",
+    "img_per_s",
+    "speedup",
+    "backbone_img_per_s",
+    "backbone_speedup",
+    "latency_ms_bs1",
+    "peak_memory_mb",
+]
 
 
 def _progress(iterable: Iterable, desc: str, total: int | None, enabled: bool):
@@ -40,10 +53,12 @@ def _progress(iterable: Iterable, desc: str, total: int | None, enabled: bool):
     try:
         from tqdm import tqdm
     except ImportError:  # a plain fallback: one line per item on stderr
+
         def plain():
             for i, item in enumerate(iterable):
                 print(f"{desc}: {i + 1}/{total if total is not None else '?'}", file=sys.stderr, flush=True)
                 yield item
+
         return plain()
     return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False)
 
@@ -74,8 +89,13 @@ def _classification_inputs(model, dataset, batch_size: int, n_batches: int | Non
     return dataset_batches(dataset, batch_size, n_batches)
 
 
-CLASSIFICATION = TaskSpec("classification", _classification_evaluate, (("top1", "top-1 %"), ("top5", "top-5 %")),
-                          _classification_inputs, backbone=lambda model: None)
+CLASSIFICATION = TaskSpec(
+    "classification",
+    _classification_evaluate,
+    (("top1", "top-1 %"), ("top5", "top-5 %")),
+    _classification_inputs,
+    backbone=lambda model: None,
+)
 
 
 def task_spec(task: str | TaskSpec) -> TaskSpec:
@@ -99,8 +119,15 @@ class Comparison:
     task: str = "classification"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dataset": self.dataset, "task": self.task, "config": self.config,
-                "rows": self.rows, "energy_blocks": self.energy_blocks, "benchmark": self.benchmark}
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "task": self.task,
+            "config": self.config,
+            "rows": self.rows,
+            "energy_blocks": self.energy_blocks,
+            "benchmark": self.benchmark,
+        }
 
     def to_json(self, path: str | None = None) -> str:
         """Strict JSON (NaN -> null); written to ``path`` when given."""
@@ -125,17 +152,38 @@ class Comparison:
 
     def to_markdown(self) -> str:
         backbone = any(r.get("backbone_img_per_s") is not None for r in self.rows)
-        head = ["variant", "scorer", "keep", *(h for _, h in self.metrics), "kept", "MACs/img", "SOPs/img",
-                "mJ/img", "img/s", "speedup", *(["backbone img/s", "backbone speedup"] if backbone else []),
-                "ms @bs1", "peak MB"]
+        head = [
+            "variant",
+            "scorer",
+            "keep",
+            *(h for _, h in self.metrics),
+            "kept",
+            "MACs/img",
+            "SOPs/img",
+            "mJ/img",
+            "img/s",
+            "speedup",
+            *(["backbone img/s", "backbone speedup"] if backbone else []),
+            "ms @bs1",
+            "peak MB",
+        ]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r["variant"], r.get("scorer") or "-", r.get("keep") or "-",
-                     *(_f(r.get(k), 2) for k, _ in self.metrics), _f(r.get("kept_fraction"), 3),
-                     _si(r.get("macs_per_image")), _si(r.get("sops_per_image")),
-                     _f(r.get("energy_mj_per_image"), 4, sci=True), _f(r.get("img_per_s"), 1), _f(r.get("speedup"), 2),
-                     *([_f(r.get("backbone_img_per_s"), 1), _f(r.get("backbone_speedup"), 2)] if backbone else []),
-                     _f(r.get("latency_ms_bs1"), 1), _f(r.get("peak_memory_mb"), 1)]
+            cells = [
+                r["variant"],
+                r.get("scorer") or "-",
+                r.get("keep") or "-",
+                *(_f(r.get(k), 2) for k, _ in self.metrics),
+                _f(r.get("kept_fraction"), 3),
+                _si(r.get("macs_per_image")),
+                _si(r.get("sops_per_image")),
+                _f(r.get("energy_mj_per_image"), 4, sci=True),
+                _f(r.get("img_per_s"), 1),
+                _f(r.get("speedup"), 2),
+                *([_f(r.get("backbone_img_per_s"), 1), _f(r.get("backbone_speedup"), 2)] if backbone else []),
+                _f(r.get("latency_ms_bs1"), 1),
+                _f(r.get("peak_memory_mb"), 1),
+            ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         return "\n".join(lines)
 
@@ -188,15 +236,19 @@ def evaluate_variants(
     patched copy of ``model``.
     """
     spec = task_spec(task)
-    for name, value in (("batch_size", batch_size), ("speed_batch_size", speed_batch_size),
-                        ("speed_repeats", speed_repeats)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("speed_batch_size", speed_batch_size),
+        ("speed_repeats", speed_repeats),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if spec is CLASSIFICATION:
         check_labels(dataset, getattr(model, "num_classes", None))
-    built = make_variants(model, [(k, s) for _, k, s in variants], labels=[n for n, _, _ in variants],
-                          **(tp_kwargs or {}))
+    built = make_variants(
+        model, [(k, s) for _, k, s in variants], labels=[n for n, _, _ in variants], **(tp_kwargs or {})
+    )
     shared = built[0].model.to(device)
     inputs = None
     if energy_batches or (speed and not spec.timed_by_evaluate):
@@ -205,9 +257,12 @@ def evaluate_variants(
     for v in _progress(built, "variants", len(built), progress):
         m = v.activate()
         where = os.path.join(out_dir, v.label) if out_dir else None
-        row = {"variant": v.label, "scorer": None if v.keep is None else scorer_name(v.scorer),
-               "keep": None if v.keep is None else str(get_tp_state(m).keep),
-               **spec.evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit, out_dir=where)}
+        row = {
+            "variant": v.label,
+            "scorer": None if v.keep is None else scorer_name(v.scorer),
+            "keep": None if v.keep is None else str(get_tp_state(m).keep),
+            **spec.evaluate(m, dataset, batch_size=batch_size, device=device, limit=limit, out_dir=where),
+        }
         if energy_batches:
             reports[v.label] = _energy_row(row, m, spec.backbone(m), inputs, conventions)
         rows.append(row)
@@ -219,28 +274,52 @@ def evaluate_variants(
     if speed and not spec.timed_by_evaluate:
         bench = _benchmark_rows(built, rows, spec, inputs[0], speed_batch_size, speed_repeats, device)
     names = list(reports)
-    blocks = compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows if len(names) >= 2 else []
+    blocks = (
+        compare_reports(reports[names[0]], reports[names[1]], (names[0], names[1])).rows
+        if len(names) >= 2
+        else []
+    )
     cfg = getattr(model, "config", None)
     return Comparison(
-        rows=rows, model=getattr(cfg, "name", type(model).__name__), dataset=dataset_name,
-        config={"task": spec.name,
-                "variants": [(v.label, _keep_label(v.keep), None if v.keep is None else scorer_name(v.scorer))
-                             for v in built],
-                "batch_size": batch_size, "limit": limit, "energy_batches": energy_batches,
-                "speed_batch_size": speed_batch_size, "speed_repeats": speed_repeats, "device": str(device),
-                "conventions": (conventions or EnergyConventions()).__dict__, "tp": tp_kwargs or {}},
-        energy_blocks=blocks, benchmark=bench, metrics=list(spec.metrics), task=spec.name,
+        rows=rows,
+        model=getattr(cfg, "name", type(model).__name__),
+        dataset=dataset_name,
+        config={
+            "task": spec.name,
+            "variants": [
+                (v.label, _keep_label(v.keep), None if v.keep is None else scorer_name(v.scorer))
+                for v in built
+            ],
+            "batch_size": batch_size,
+            "limit": limit,
+            "energy_batches": energy_batches,
+            "speed_batch_size": speed_batch_size,
+            "speed_repeats": speed_repeats,
+            "device": str(device),
+            "conventions": (conventions or EnergyConventions()).__dict__,
+            "tp": tp_kwargs or {},
+        },
+        energy_blocks=blocks,
+        benchmark=bench,
+        metrics=list(spec.metrics),
+        task=spec.name,
     )
 
 
 def _energy_row(row: dict[str, Any], model: nn.Module, backbone: nn.Module | None, inputs, conventions):
     """MACs / SOPs / energy per image of the whole model (and of the backbone) into ``row``."""
     rep = measure_energy(model, inputs, conventions)
-    row.update(macs_per_image=rep.totals["macs"], sops_per_image=rep.totals["sops"],
-               energy_mj_per_image=rep.totals["energy_mj"], kept_fraction=rep.totals.get("kept_fraction"))
+    row.update(
+        macs_per_image=rep.totals["macs"],
+        sops_per_image=rep.totals["sops"],
+        energy_mj_per_image=rep.totals["energy_mj"],
+        kept_fraction=rep.totals.get("kept_fraction"),
+    )
     if backbone is not None:
         part = measure_energy(backbone, inputs, conventions)
-        row.update(backbone_sops_per_image=part.totals["sops"], backbone_energy_mj_per_image=part.totals["energy_mj"])
+        row.update(
+            backbone_sops_per_image=part.totals["sops"], backbone_energy_mj_per_image=part.totals["energy_mj"]
+        )
     return rep
 
 
@@ -256,8 +335,9 @@ class _BackboneOf(nn.Module):
         return self.part(x)
 
 
-def _benchmark_rows(built, rows, spec: TaskSpec, sample: torch.Tensor, speed_batch_size: int, repeats: int,
-                    device) -> dict[str, Any]:
+def _benchmark_rows(
+    built, rows, spec: TaskSpec, sample: torch.Tensor, speed_batch_size: int, repeats: int, device
+) -> dict[str, Any]:
     """Interleaved benchmarks of all variants (and of their backbone); throughput, speedup, latency and
     memory into ``rows``."""
     sizes = sorted({1, int(speed_batch_size)})
@@ -266,19 +346,35 @@ def _benchmark_rows(built, rows, spec: TaskSpec, sample: torch.Tensor, speed_bat
         reps = -(-bs // sample.shape[0])
         return sample.repeat(reps, *([1] * (sample.dim() - 1)))[:bs]
 
-    bench = benchmark({v.label: v for v in built}, batch_sizes=sizes, warmup=2, repeats=repeats, device=device,
-                      make_input=make_input)
+    bench = benchmark(
+        {v.label: v for v in built},
+        batch_sizes=sizes,
+        warmup=2,
+        repeats=repeats,
+        device=device,
+        make_input=make_input,
+    )
     for r in rows:
         big = bench.get(r["variant"], sizes[-1])
         mem = big.get("peak_memory_bytes")
-        r.update(img_per_s=big["throughput_per_s"], speedup=big["speedup"],
-                 latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"],
-                 peak_memory_mb=mem / 2**20 if mem is not None else None)
+        r.update(
+            img_per_s=big["throughput_per_s"],
+            speedup=big["speedup"],
+            latency_ms_bs1=bench.get(r["variant"], 1)["latency_ms"]["median"],
+            peak_memory_mb=mem / 2**20 if mem is not None else None,
+        )
     out = {"model": bench.to_dict()}
     part = spec.backbone(built[0].model)
     if part is not None:
-        bb = benchmark({v.label: _BackboneOf(v, part) for v in built}, batch_sizes=[sizes[-1]], warmup=2,
-                       repeats=repeats, device=device, make_input=make_input, memory=False)
+        bb = benchmark(
+            {v.label: _BackboneOf(v, part) for v in built},
+            batch_sizes=[sizes[-1]],
+            warmup=2,
+            repeats=repeats,
+            device=device,
+            make_input=make_input,
+            memory=False,
+        )
         for r in rows:
             got = bb.get(r["variant"], sizes[-1])
             r.update(backbone_img_per_s=got["throughput_per_s"], backbone_speedup=got["speedup"])
@@ -294,8 +390,13 @@ def _keep_label(keep: Any) -> str | None:
     return parsed if isinstance(parsed, str) else str(parsed)
 
 
-def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str | Callable | None = None,
-            **kwargs: Any) -> Comparison:
+def compare(
+    model: nn.Module,
+    dataset: Any,
+    keep: Any = "official",
+    scorer: str | Callable | None = None,
+    **kwargs: Any,
+) -> Comparison:
     """Dense vs TP-pruned ``model`` on ``dataset``: accuracy, SOPs/energy, throughput and memory side by side.
 
     ``scorer=None``: the model's default (``official``; ``official_literal`` for ``official_arithmetic``).
@@ -306,8 +407,13 @@ def compare(model: nn.Module, dataset: Any, keep: Any = "official", scorer: str 
     return evaluate_variants(model, dataset, [(None, None, None), (None, keep, scorer)], **kwargs)
 
 
-def sweep(model: nn.Module, dataset: Any, keeps: Sequence[Any], scorers: Sequence[str] = ("official",),
-          **kwargs: Any) -> Comparison:
+def sweep(
+    model: nn.Module,
+    dataset: Any,
+    keeps: Sequence[Any],
+    scorers: Sequence[str] = ("official",),
+    **kwargs: Any,
+) -> Comparison:
     """Every (scorer, keep) pair plus the dense model; rows in that order. See :func:`evaluate_variants`."""
     variants = [(None, None, None)] + [(None, keep, scorer) for scorer in scorers for keep in keeps]
     return evaluate_variants(model, dataset, variants, **kwargs)
@@ -317,18 +423,36 @@ def save_sweep_plots(result: Comparison, out_dir: str, prefix: str = "") -> list
     """``accuracy_vs_energy.png`` and (when throughput was measured) ``accuracy_vs_throughput.png``."""
     from .plots import save_tradeoff_plot
 
-    rows = [dict(r, scorer=r["scorer"] or "dense", keep_label=_short_keep(r.get("keep"))) for r in result.rows]
+    rows = [
+        dict(r, scorer=r["scorer"] or "dense", keep_label=_short_keep(r.get("keep"))) for r in result.rows
+    ]
     paths = []
     if any(r.get("energy_mj_per_image") is not None for r in rows):
-        paths.append(save_tradeoff_plot(
-            rows, "energy_mj_per_image", "top1", os.path.join(out_dir, f"{prefix}accuracy_vs_energy.png"),
-            label="keep_label", xlabel="energy per image (mJ)", ylabel="top-1 (%)",
-            title=f"{result.model}: accuracy vs energy"))
+        paths.append(
+            save_tradeoff_plot(
+                rows,
+                "energy_mj_per_image",
+                "top1",
+                os.path.join(out_dir, f"{prefix}accuracy_vs_energy.png"),
+                label="keep_label",
+                xlabel="energy per image (mJ)",
+                ylabel="top-1 (%)",
+                title=f"{result.model}: accuracy vs energy",
+            )
+        )
     if any(r.get("img_per_s") is not None for r in rows):
-        paths.append(save_tradeoff_plot(
-            rows, "img_per_s", "top1", os.path.join(out_dir, f"{prefix}accuracy_vs_throughput.png"),
-            label="keep_label", xlabel="throughput (img/s)", ylabel="top-1 (%)",
-            title=f"{result.model}: accuracy vs throughput"))
+        paths.append(
+            save_tradeoff_plot(
+                rows,
+                "img_per_s",
+                "top1",
+                os.path.join(out_dir, f"{prefix}accuracy_vs_throughput.png"),
+                label="keep_label",
+                xlabel="throughput (img/s)",
+                ylabel="top-1 (%)",
+                title=f"{result.model}: accuracy vs throughput",
+            )
+        )
     return paths
 
 
@@ -340,9 +464,15 @@ def _short_keep(keep: str | None) -> str | None:
     return vals[0] if len(set(vals)) == 1 else f"{rule}[{vals[0]}..{vals[-1]}]"
 
 
-def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = "official",
-              scorer: str | Callable | None = None, names: Sequence[str] | None = None,
-              **tp_kwargs: Any) -> list[str]:
+def visualize(
+    model: nn.Module,
+    images: torch.Tensor,
+    out_dir: str,
+    keep: Any = "official",
+    scorer: str | Callable | None = None,
+    names: Sequence[str] | None = None,
+    **tp_kwargs: Any,
+) -> list[str]:
     """Kept-token masks per block and the token-depth map over each input image; one PNG per image.
 
     ``scorer=None``: the model's default (``official``; ``official_literal`` for ``official_arithmetic``).
@@ -360,18 +490,33 @@ def visualize(model: nn.Module, images: torch.Tensor, out_dir: str, keep: Any = 
     paths = []
     for i in range(images.shape[0]):
         name = names[i] if names is not None else f"tokens_{i}"
-        paths.append(save_token_visualization(
-            images[i], state.records, os.path.join(out_dir, f"{name}.png"), sample=i,
-            mean=getattr(data, "mean", None), std=getattr(data, "std", None),
-            title=f"{getattr(getattr(model, 'config', None), 'name', '')} keep={state.keep} scorer={state.scorer_name}"))
+        paths.append(
+            save_token_visualization(
+                images[i],
+                state.records,
+                os.path.join(out_dir, f"{name}.png"),
+                sample=i,
+                mean=getattr(data, "mean", None),
+                std=getattr(data, "std", None),
+                title=f"{getattr(getattr(model, 'config', None), 'name', '')} keep={state.keep} scorer={state.scorer_name}",
+            )
+        )
     return paths
 
 
-def bench(model: nn.Module, keeps: Sequence[Any] = ("official",), scorers: Sequence[str | Callable] = ("official",),
-          batch_sizes: Sequence[int] = (1, 8), repeats: int = 10, warmup: int = 2,
-          device: str | torch.device | None = None, **tp_kwargs: Any):
+def bench(
+    model: nn.Module,
+    keeps: Sequence[Any] = ("official",),
+    scorers: Sequence[str | Callable] = ("official",),
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 10,
+    warmup: int = 2,
+    device: str | torch.device | None = None,
+    **tp_kwargs: Any,
+):
     """Latency / throughput / peak memory of the dense model and each (scorer, keep), interleaved in one run."""
     configs = [(None, None)] + [(keep, scorer) for scorer in scorers for keep in keeps]
     variants = make_variants(model, configs, **tp_kwargs)
-    return benchmark({v.label: v for v in variants}, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup,
-                     device=device)
+    return benchmark(
+        {v.label: v for v in variants}, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup, device=device
+    )

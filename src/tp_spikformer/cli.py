@@ -33,8 +33,12 @@ def _load_model(args) -> torch.nn.Module:
 
     device = resolve_device(args.device)
     options.check_optimize(args)
-    model = create_model(args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic,
-                         **options.parse_overrides(args.set))
+    model = create_model(
+        args.model,
+        pretrained=args.pretrained,
+        official_arithmetic=args.official_arithmetic,
+        **options.parse_overrides(args.set),
+    )
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
     return options.maybe_optimize(model.to(device).eval(), args)
@@ -46,23 +50,40 @@ def _load_data(args, model):
         from .api import task_spec
 
         spec = task_spec(task)
-        return spec.load_dataset(args.dataset, root=args.data_root, split=args.split, model=model, limit=args.limit)
+        return spec.load_dataset(
+            args.dataset, root=args.data_root, split=args.split, model=model, limit=args.limit
+        )
     from .data import load_dataset
 
-    return load_dataset(args.dataset, split=args.split, root=args.data_root, data_cfg=model, limit=args.limit,
-                        T=args.frames)
+    return load_dataset(
+        args.dataset, split=args.split, root=args.data_root, data_cfg=model, limit=args.limit, T=args.frames
+    )
 
 
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement")
-    g.add_argument("--energy-batches", type=options.non_negative_int, default=4,
-                   help="batches used to count SOPs/energy (0: skip)")
-    g.add_argument("--energy-preset", default="45nm_fp32", help="45nm_fp32 (4.6/0.9 pJ), 45nm_fp16, 45nm_int8 ...")
-    g.add_argument("--e-mac", type=options.positive_float, default=None, help="pJ per MAC (overrides the preset)")
-    g.add_argument("--e-ac", type=options.positive_float, default=None, help="pJ per AC (overrides the preset)")
+    g.add_argument(
+        "--energy-batches",
+        type=options.non_negative_int,
+        default=4,
+        help="batches used to count SOPs/energy (0: skip)",
+    )
+    g.add_argument(
+        "--energy-preset", default="45nm_fp32", help="45nm_fp32 (4.6/0.9 pJ), 45nm_fp16, 45nm_int8 ..."
+    )
+    g.add_argument(
+        "--e-mac", type=options.positive_float, default=None, help="pJ per MAC (overrides the preset)"
+    )
+    g.add_argument(
+        "--e-ac", type=options.positive_float, default=None, help="pJ per AC (overrides the preset)"
+    )
     g.add_argument("--first-layer", choices=["auto", "mac", "ac"], default="auto")
-    g.add_argument("--integer-inputs", choices=["mac", "per_level", "per_event"], default="mac",
-                   help="how non-binary integer inputs (sums of spikes) are charged")
+    g.add_argument(
+        "--integer-inputs",
+        choices=["mac", "per_level", "per_event"],
+        default="mac",
+        help="how non-binary integer inputs (sums of spikes) are charged",
+    )
     g.add_argument("--no-attention-products", action="store_true", help="do not charge attention products")
     g.add_argument("--no-speed", action="store_true", help="skip the throughput benchmark")
     g.add_argument("--speed-batch-size", type=options.positive_int, default=32)
@@ -74,29 +95,63 @@ def _add_calibrate_args(p: argparse.ArgumentParser) -> None:
     from .pruning import scorer_names
 
     g = p.add_argument_group("search")
-    g.add_argument("--budget", type=float, required=True,
-                   help="allowed cost as a fraction of the dense model's (0 < budget <= 1), e.g. 0.5")
-    g.add_argument("--metric", choices=["macs", "sops", "latency"], default="macs",
-                   help="counted MACs or SOPs per image, or measured latency (noisy)")
-    g.add_argument("--objective", choices=list(OBJECTIVES), default="accuracy",
-                   help="accuracy (labelled data), logits_kl or features (unlabelled: closeness to the dense model)")
-    g.add_argument("--calibration-size", type=options.positive_int, default=256,
-                   help="calibration samples drawn (seeded) from the dataset (default 256)")
+    g.add_argument(
+        "--budget",
+        type=float,
+        required=True,
+        help="allowed cost as a fraction of the dense model's (0 < budget <= 1), e.g. 0.5",
+    )
+    g.add_argument(
+        "--metric",
+        choices=["macs", "sops", "latency"],
+        default="macs",
+        help="counted MACs or SOPs per image, or measured latency (noisy)",
+    )
+    g.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        default="accuracy",
+        help="accuracy (labelled data), logits_kl or features (unlabelled: closeness to the dense model)",
+    )
+    g.add_argument(
+        "--calibration-size",
+        type=options.positive_int,
+        default=256,
+        help="calibration samples drawn (seeded) from the dataset (default 256)",
+    )
     g.add_argument("--seed", type=options.non_negative_int, default=0)
-    g.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS),
-                   help="keep fractions a block may take (default 1.0 0.9 ... 0.1)")
+    g.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_LEVELS),
+        help="keep fractions a block may take (default 1.0 0.9 ... 0.1)",
+    )
     g.add_argument("--refine-rounds", type=options.non_negative_int, default=3)
-    g.add_argument("--search-scorers", nargs="+", default=None, choices=scorer_names(), metavar="SCORER",
-                   help="search the scorer too, among these (default: --scorer only)")
-    g.add_argument("--latency-repeats", type=options.positive_int, default=15,
-                   help="timing rounds per latency measurement (--metric latency)")
+    g.add_argument(
+        "--search-scorers",
+        nargs="+",
+        default=None,
+        choices=scorer_names(),
+        metavar="SCORER",
+        help="search the scorer too, among these (default: --scorer only)",
+    )
+    g.add_argument(
+        "--latency-repeats",
+        type=options.positive_int,
+        default=15,
+        help="timing rounds per latency measurement (--metric latency)",
+    )
 
 
 def _conventions(args):
     from .measure import energy_preset
 
-    changes = {"first_layer": args.first_layer, "integer_inputs": args.integer_inputs,
-               "count_products": not args.no_attention_products}
+    changes = {
+        "first_layer": args.first_layer,
+        "integer_inputs": args.integer_inputs,
+        "count_products": not args.no_attention_products,
+    }
     if args.e_mac is not None:
         changes["e_mac_pj"] = args.e_mac
     if args.e_ac is not None:
@@ -108,16 +163,28 @@ def _write_config(out: str, args, model=None, extra: dict | None = None) -> str:
     """``config.json``: the command's arguments and the resolved model configuration."""
     from .jsonio import write_json
 
-    resolved = {"command": args.command, "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
-                "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    resolved = {
+        "command": args.command,
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     cfg = getattr(model, "config", None)
     report = getattr(model, "__dict__", {}).get("_opt_report")
     if report is not None:
         resolved["optimize"] = report.to_dict()
     if cfg is not None:
-        resolved["model"] = {"name": cfg.name, "family": cfg.family, "variant": cfg.variant, "T": cfg.T,
-                             "num_classes": cfg.num_classes, "kwargs": cfg.kwargs, "data": cfg.data.__dict__,
-                             "source": cfg.source, "notes": cfg.notes}
+        resolved["model"] = {
+            "name": cfg.name,
+            "family": cfg.family,
+            "variant": cfg.variant,
+            "T": cfg.T,
+            "num_classes": cfg.num_classes,
+            "kwargs": cfg.kwargs,
+            "data": cfg.data.__dict__,
+            "source": cfg.source,
+            "notes": cfg.notes,
+        }
     resolved.update(extra or {})
     return write_json(os.path.join(out, "config.json"), resolved)
 
@@ -151,15 +218,22 @@ def _cmd_scorers(args) -> int:
 def _cmd_eval(args) -> int:
     from .api import compare
 
-    return _run_comparison(args, "results", lambda model, data, kw: compare(
-        model, data, keep=args.keep, scorer=args.scorer, **kw))
+    return _run_comparison(
+        args,
+        "results",
+        lambda model, data, kw: compare(model, data, keep=args.keep, scorer=args.scorer, **kw),
+    )
 
 
 def _cmd_sweep(args) -> int:
     from .api import sweep
 
-    return _run_comparison(args, "sweep", lambda model, data, kw: sweep(
-        model, data, keeps=args.keeps, scorers=args.scorers, **kw), plots=True)
+    return _run_comparison(
+        args,
+        "sweep",
+        lambda model, data, kw: sweep(model, data, keeps=args.keeps, scorers=args.scorers, **kw),
+        plots=True,
+    )
 
 
 def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
@@ -170,11 +244,20 @@ def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
     model = _load_model(args)
     data = _load_data(args, model)
     _check_task(args, model)
-    kwargs = {"task": args.task, "out_dir": out if args.task != "classification" else None,
-              "batch_size": args.batch_size, "limit": args.limit, "energy_batches": args.energy_batches or None,
-              "conventions": _conventions(args), "speed": not args.no_speed,
-              "speed_batch_size": args.speed_batch_size, "speed_repeats": args.repeats,
-              "progress": not args.no_progress, "tp_kwargs": options.tp_options(args), "dataset_name": args.dataset}
+    kwargs = {
+        "task": args.task,
+        "out_dir": out if args.task != "classification" else None,
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+        "energy_batches": args.energy_batches or None,
+        "conventions": _conventions(args),
+        "speed": not args.no_speed,
+        "speed_batch_size": args.speed_batch_size,
+        "speed_repeats": args.repeats,
+        "progress": not args.no_progress,
+        "tp_kwargs": options.tp_options(args),
+        "dataset_name": args.dataset,
+    }
     result = run(model, data, kwargs)
     print(result)
     result.to_json(os.path.join(out, f"{stem}.json"))
@@ -191,8 +274,10 @@ def _check_task(args, model) -> None:
     """The model must be one of the task's (a detector for --task detection, ...)."""
     task = getattr(getattr(model, "config", None), "task", "classification")
     if task != args.task:
-        raise UsageError(f"--model {args.model} is a {task} model; run it with --task {task} (or pick a "
-                         f"{args.task} model: `tp-spikformer models` marks each model's task)")
+        raise UsageError(
+            f"--model {args.model} is a {task} model; run it with --task {task} (or pick a "
+            f"{args.task} model: `tp-spikformer models` marks each model's task)"
+        )
 
 
 def _cmd_bench(args) -> int:
@@ -201,17 +286,36 @@ def _cmd_bench(args) -> int:
 
     out = options.output_dir(args.out, "bench")
     model = _load_model(args)
-    result = bench(model, keeps=args.keeps, scorers=args.scorers, batch_sizes=args.batch_sizes, repeats=args.repeats,
-                   warmup=args.warmup, device=resolve_device(args.device), **options.tp_options(args))
+    result = bench(
+        model,
+        keeps=args.keeps,
+        scorers=args.scorers,
+        batch_sizes=args.batch_sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=resolve_device(args.device),
+        **options.tp_options(args),
+    )
     print(result.to_markdown())
     result.to_json(os.path.join(out, "bench.json"))
     with open(os.path.join(out, "bench.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "batch_size", "median_ms", "iqr_ms", "img_per_s", "speedup", "peak_memory_bytes"])
+        w.writerow(
+            ["variant", "batch_size", "median_ms", "iqr_ms", "img_per_s", "speedup", "peak_memory_bytes"]
+        )
         for r in result.results:
             lat = r["latency_ms"]
-            w.writerow([r["variant"], r["batch_size"], lat["median"], lat.get("iqr"), r["throughput_per_s"],
-                        r["speedup"], r.get("peak_memory_bytes")])
+            w.writerow(
+                [
+                    r["variant"],
+                    r["batch_size"],
+                    lat["median"],
+                    lat.get("iqr"),
+                    r["throughput_per_s"],
+                    r["speedup"],
+                    r.get("peak_memory_bytes"),
+                ]
+            )
     _write_config(out, args, model)
     print(f"\nwrote {out}/bench.json, bench.csv, config.json")
     return 0
@@ -222,17 +326,30 @@ def _cmd_calibrate(args) -> int:
     from .runtime import resolve_device
 
     if args.keep is not None:
-        raise UsageError("calibrate searches the keep schedule, so --keep is not used; give --budget (a fraction of "
-                         "the dense model's cost) and apply the result with --keep <out>/schedule.json")
+        raise UsageError(
+            "calibrate searches the keep schedule, so --keep is not used; give --budget (a fraction of "
+            "the dense model's cost) and apply the result with --keep <out>/schedule.json"
+        )
     out = options.output_dir(args.out, "calibrate")
     model = _load_model(args)
     data = _load_data(args, model)
     result = calibrate(
-        model, data, budget=args.budget, metric=args.metric, objective=args.objective,
-        scorers=args.search_scorers or args.scorer or "official", calibration_size=args.calibration_size,
-        batch_size=args.batch_size, seed=args.seed, levels=args.levels, refine_rounds=args.refine_rounds,
-        latency_repeats=args.latency_repeats, device=resolve_device(args.device), verbose=False,
-        **options.tp_options(args))
+        model,
+        data,
+        budget=args.budget,
+        metric=args.metric,
+        objective=args.objective,
+        scorers=args.search_scorers or args.scorer or "official",
+        calibration_size=args.calibration_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        levels=args.levels,
+        refine_rounds=args.refine_rounds,
+        latency_repeats=args.latency_repeats,
+        device=resolve_device(args.device),
+        verbose=False,
+        **options.tp_options(args),
+    )
     print(result)
     result.save(os.path.join(out, "schedule.json"))
     result.save_report(os.path.join(out, "calibration_report.json"))
@@ -258,12 +375,21 @@ def _cmd_visualize(args) -> int:
         data = _load_data(args, model)
         bad = [i for i in args.indices if i >= len(data)]
         if bad:
-            raise UsageError(f"--indices {bad[0]} is out of range: the dataset has {len(data)} samples (0..{len(data) - 1})")
+            raise UsageError(
+                f"--indices {bad[0]} is out of range: the dataset has {len(data)} samples (0..{len(data) - 1})"
+            )
         images = torch.stack([data[i][0] for i in args.indices])
         names = [f"sample{i}_tokens" for i in args.indices]
     device = next(model.parameters()).device
-    paths = visualize(model, images.to(device), out, keep=args.keep, scorer=args.scorer, names=names,
-                      **options.tp_options(args))
+    paths = visualize(
+        model,
+        images.to(device),
+        out,
+        keep=args.keep,
+        scorer=args.scorer,
+        names=names,
+        **options.tp_options(args),
+    )
     _write_config(out, args, model, {"outputs": paths})
     print("\n".join(paths))
     return 0
@@ -288,10 +414,21 @@ def _cmd_make_scenes(args) -> int:
 
     out = options.output_dir(args.out, "make-scenes")
     h, w = _size(args.size)
-    summary = make_scenes(out, formats=tuple(args.formats), train=args.train, val=args.val, height=h, width=w,
-                          min_objects=args.min_objects, max_objects=args.max_objects, seed=args.seed,
-                          source=args.source, root=args.data_root, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+    summary = make_scenes(
+        out,
+        formats=tuple(args.formats),
+        train=args.train,
+        val=args.val,
+        height=h,
+        width=w,
+        min_objects=args.min_objects,
+        max_objects=args.max_objects,
+        seed=args.seed,
+        source=args.source,
+        root=args.data_root,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(dumps(summary))
     return 0
 
@@ -302,10 +439,20 @@ def _cmd_make_tracking(args) -> int:
 
     out = options.output_dir(args.out, "make-tracking")
     h, w = _size(args.size)
-    summary = make_tracking_dataset(out, train=args.train, test=args.test, frames=args.frames, height=h, width=w,
-                                    seed=args.seed, source=args.source, root=args.data_root,
-                                    progress=not args.no_progress, overwrite=args.overwrite,
-                                    event_format=args.event_format)
+    summary = make_tracking_dataset(
+        out,
+        train=args.train,
+        test=args.test,
+        frames=args.frames,
+        height=h,
+        width=w,
+        seed=args.seed,
+        source=args.source,
+        root=args.data_root,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        event_format=args.event_format,
+    )
     print(dumps(summary))
     return 0
 
@@ -328,8 +475,10 @@ def _size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     from . import train
 
-    p = argparse.ArgumentParser(prog=PROG, description="Training-free token pruning (TP-Spikformer) for "
-                                "pretrained spiking transformers.")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Training-free token pruning (TP-Spikformer) for pretrained spiking transformers.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     m = sub.add_parser("models", help="list registered model configurations")
@@ -342,10 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, multi, func, text in (
         ("eval", False, _cmd_eval, "dense vs pruned: top-1/top-5, SOPs, energy, throughput, memory"),
-        ("sweep", True, _cmd_sweep, "sweep keep schedules and scorers; table + accuracy/energy/throughput plots"),
+        (
+            "sweep",
+            True,
+            _cmd_sweep,
+            "sweep keep schedules and scorers; table + accuracy/energy/throughput plots",
+        ),
     ):
         e = sub.add_parser(name, help=text)
-        options.add_model_args(e), options.add_task_arg(e), options.add_tp_args(e, multi=multi), options.add_data_args(e)
+        (
+            options.add_model_args(e),
+            options.add_task_arg(e),
+            options.add_tp_args(e, multi=multi),
+            options.add_data_args(e),
+        )
         _add_measure_args(e), options.add_output_args(e, name), options.add_runtime_args(e, optimize=True)
         e.set_defaults(func=func)
 
@@ -357,8 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_output_args(b, "bench"), options.add_runtime_args(b, optimize=True)
     b.set_defaults(func=_cmd_bench, keeps=["official"], scorers=["official"])
 
-    c = sub.add_parser("calibrate", help="search per-block keep fractions for a MACs/SOPs/latency budget; writes "
-                       "schedule.json for --keep")
+    c = sub.add_parser(
+        "calibrate",
+        help="search per-block keep fractions for a MACs/SOPs/latency budget; writes "
+        "schedule.json for --keep",
+    )
     options.add_model_args(c)
     options.add_tp_args(c, default_keep=None, title="token pruning (the keep schedule is searched)")
     options.add_data_args(c, split="train")
@@ -366,16 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_output_args(c, "calibrate"), options.add_runtime_args(c)
     c.set_defaults(func=_cmd_calibrate)
 
-    v = sub.add_parser("visualize", help="kept-token masks per block and the token-depth map over the input (PNG)")
+    v = sub.add_parser(
+        "visualize", help="kept-token masks per block and the token-depth map over the input (PNG)"
+    )
     options.add_model_args(v), options.add_tp_args(v), options.add_data_args(v)
-    v.add_argument("--indices", nargs="+", type=options.non_negative_int, default=[0, 1, 2, 3],
-                   help="dataset samples to draw")
+    v.add_argument(
+        "--indices",
+        nargs="+",
+        type=options.non_negative_int,
+        default=[0, 1, 2, 3],
+        help="dataset samples to draw",
+    )
     v.add_argument("--image", nargs="+", default=None, help="image files instead of dataset samples")
     options.add_output_args(v, "visualize"), options.add_runtime_args(v, optimize=True)
     v.set_defaults(func=_cmd_visualize)
 
     for name in ("train", "finetune"):
-        t = sub.add_parser(name, help=f"{name} a model, TP on or off", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        t = sub.add_parser(
+            name, help=f"{name} a model, TP on or off", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
         train.add_arguments(t, finetune=name == "finetune")
         t.set_defaults(func=_cmd_train)
 
@@ -383,36 +554,56 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="output folder (default: tp-spikformer-demo)")
     d.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run)")
     d.add_argument("--no-progress", action="store_true")
-    d.add_argument("--threads", type=options.non_negative_int, default=None, help="torch CPU threads (default: torch's)")
+    d.add_argument(
+        "--threads", type=options.non_negative_int, default=None, help="torch CPU threads (default: torch's)"
+    )
     d.set_defaults(func=_cmd_demo)
 
-    ms = sub.add_parser("make-scenes", help="generate scenes of Fashion-MNIST objects on textured backgrounds "
-                        "(ADE20K, COCO and classification layouts)")
-    ms.add_argument("--formats", nargs="+", default=["ade20k", "coco", "classification"],
-                    choices=["ade20k", "coco", "classification"])
+    ms = sub.add_parser(
+        "make-scenes",
+        help="generate scenes of Fashion-MNIST objects on textured backgrounds "
+        "(ADE20K, COCO and classification layouts)",
+    )
+    ms.add_argument(
+        "--formats",
+        nargs="+",
+        default=["ade20k", "coco", "classification"],
+        choices=["ade20k", "coco", "classification"],
+    )
     ms.add_argument("--train", type=options.non_negative_int, default=2000, help="training scenes")
     ms.add_argument("--val", type=options.non_negative_int, default=500, help="validation scenes")
     ms.add_argument("--size", default="128", help="canvas size N or HxW (default 128)")
     ms.add_argument("--min-objects", type=options.positive_int, default=1)
     ms.add_argument("--max-objects", type=options.positive_int, default=4)
     ms.add_argument("--seed", type=options.non_negative_int, default=0)
-    ms.add_argument("--source", choices=["idx", "shipped"], default=None,
-                    help="Fashion-MNIST objects: the IDX files (default; train split for training scenes, test "
-                         "split for validation) or the shipped 2,000-image slice (offline)")
+    ms.add_argument(
+        "--source",
+        choices=["idx", "shipped"],
+        default=None,
+        help="Fashion-MNIST objects: the IDX files (default; train split for training scenes, test "
+        "split for validation) or the shipped 2,000-image slice (offline)",
+    )
     ms.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files")
     ms.add_argument("--overwrite", action="store_true", help="replace scenes already in --out")
     options.add_output_args(ms, "make-scenes")
     ms.set_defaults(func=_cmd_make_scenes)
 
-    mt = sub.add_parser("make-tracking", help="generate event-camera tracking sequences (ESIM-style events of moving "
-                        "Fashion-MNIST objects over panning textures) in the FE108 layout")
+    mt = sub.add_parser(
+        "make-tracking",
+        help="generate event-camera tracking sequences (ESIM-style events of moving "
+        "Fashion-MNIST objects over panning textures) in the FE108 layout",
+    )
     mt.add_argument("--train", type=options.non_negative_int, default=300, help="training sequences")
     mt.add_argument("--test", type=options.non_negative_int, default=40, help="test sequences")
     mt.add_argument("--frames", type=options.positive_int, default=48, help="annotated frames per sequence")
     mt.add_argument("--size", default="128", help="sensor size N or HxW (default 128)")
     mt.add_argument("--seed", type=options.non_negative_int, default=0)
-    mt.add_argument("--source", choices=["idx", "shipped"], default=None,
-                    help="Fashion-MNIST objects: IDX files (default) or the shipped slice (offline)")
+    mt.add_argument(
+        "--source",
+        choices=["idx", "shipped"],
+        default=None,
+        help="Fashion-MNIST objects: IDX files (default) or the shipped slice (offline)",
+    )
     mt.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files")
     mt.add_argument("--event-format", choices=["npz", "aedat4"], default="npz")
     mt.add_argument("--overwrite", action="store_true", help="replace sequences already in --out")

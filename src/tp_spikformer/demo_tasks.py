@@ -17,12 +17,17 @@ from .models import create_model
 from .pruning import get_tp_state
 from .task_plots import save_detection_figure, save_segmentation_figure, save_tracking_strip
 
-TASK_MODELS = {"segmentation": "sdt_v3_scenes_semfpn", "detection": "sdt_v3_scenes_fcos", "tracking": "sdtrack_synth"}
+TASK_MODELS = {
+    "segmentation": "sdt_v3_scenes_semfpn",
+    "detection": "sdt_v3_scenes_fcos",
+    "tracking": "sdtrack_synth",
+}
 TASK_KEEPS = {"segmentation": 0.56, "detection": 0.78, "tracking": 0.56}  # the paper's ratios per task
 
 
-def run_tasks(out: str, quick: bool, progress: bool, models: dict[str, str] = TASK_MODELS,
-              pretrained: bool = True) -> list[dict[str, Any]]:
+def run_tasks(
+    out: str, quick: bool, progress: bool, models: dict[str, str] = TASK_MODELS, pretrained: bool = True
+) -> list[dict[str, Any]]:
     """Evaluate each task model dense vs TP (official scorer at the paper's keep) and draw its picture."""
     os.makedirs(out, exist_ok=True)
     rows = []
@@ -32,18 +37,38 @@ def run_tasks(out: str, quick: bool, progress: bool, models: dict[str, str] = TA
         keep = TASK_KEEPS[task]
         with tempfile.TemporaryDirectory() as tmp:
             data = model_data(task, model, quick, tmp)
-            result = evaluate_variants(model, data, [(None, None, None), (None, keep, "official")], task=task,
-                                       batch_size=8, energy_batches=1, speed=True, speed_batch_size=8,
-                                       speed_repeats=2 if quick else 5, progress=progress, dataset_name="generated")
+            result = evaluate_variants(
+                model,
+                data,
+                [(None, None, None), (None, keep, "official")],
+                task=task,
+                batch_size=8,
+                energy_batches=1,
+                speed=True,
+                speed_batch_size=8,
+                speed_repeats=2 if quick else 5,
+                progress=progress,
+                dataset_name="generated",
+            )
             picture = PICTURES[task](model, data, keep, out, name)
         print(f"== {name} ({task}) [{time.time() - t0:.0f} s]")
         print(result.to_markdown(), "\n", flush=True)
         dense, pruned = result.rows
         main = result.metrics[0][0]
-        rows.append({"task": task, "model": name, "metric": main, "dense": dense[main], "tp": pruned[main],
-                     "keep": pruned["keep"], "energy_ratio": pruned.get("energy_ratio"),
-                     "speedup": pruned.get("speedup") or _fps_ratio(dense, pruned), "picture": picture,
-                     "rows": result.rows})
+        rows.append(
+            {
+                "task": task,
+                "model": name,
+                "metric": main,
+                "dense": dense[main],
+                "tp": pruned[main],
+                "keep": pruned["keep"],
+                "energy_ratio": pruned.get("energy_ratio"),
+                "speedup": pruned.get("speedup") or _fps_ratio(dense, pruned),
+                "picture": picture,
+                "rows": result.rows,
+            }
+        )
     return rows
 
 
@@ -55,7 +80,9 @@ def model_data(task: str, model, quick: bool, tmp: str):
         from .data.tracking import TrackingDataset
         from .data.tracking_synth import make_tracking_dataset
 
-        make_tracking_dataset(tmp, train=0, test=2 if quick else 4, frames=24 if quick else 48, source="shipped")
+        make_tracking_dataset(
+            tmp, train=0, test=2 if quick else 4, frames=24 if quick else 48, source="shipped"
+        )
         return TrackingDataset(tmp, "fe108", "test")
     return spec.load_dataset(f"scenes:{16 if quick else 100}", root=None, split="test", model=model)
 
@@ -82,8 +109,15 @@ def segmentation_picture(model, data, keep: float, out: str, name: str) -> str:
         p = pruned.activate().predict(x)[0].numpy()
     records = get_tp_state(pruned.model).records
     path = os.path.join(out, f"{name}_segmentation.png")
-    return save_segmentation_figure(path, image.permute(1, 2, 0).numpy(), label.numpy(), d, p, records,
-                                    title=f"{name}: dense vs TP keep {keep} (official scorer)")
+    return save_segmentation_figure(
+        path,
+        image.permute(1, 2, 0).numpy(),
+        label.numpy(),
+        d,
+        p,
+        records,
+        title=f"{name}: dense vs TP keep {keep} (official scorer)",
+    )
 
 
 def detection_picture(model, data, keep: float, out: str, name: str) -> str:
@@ -102,9 +136,16 @@ def detection_picture(model, data, keep: float, out: str, name: str) -> str:
             dets[label] = {"boxes": boxes, "labels": det["labels"].numpy(), "scores": det["scores"].numpy()}
     records = get_tp_state(pruned.model).records
     path = os.path.join(out, f"{name}_detection.png")
-    return save_detection_figure(path, image.permute(1, 2, 0).numpy(), target["boxes"].numpy(), dets["dense"],
-                                 dets["pruned"], records, names=list(SEMANTIC_CLASSES[1:]),
-                                 title=f"{name}: dense vs TP keep {keep} (official scorer); truth in green")
+    return save_detection_figure(
+        path,
+        image.permute(1, 2, 0).numpy(),
+        target["boxes"].numpy(),
+        dets["dense"],
+        dets["pruned"],
+        records,
+        names=list(SEMANTIC_CLASSES[1:]),
+        title=f"{name}: dense vs TP keep {keep} (official scorer); truth in green",
+    )
 
 
 def tracking_picture(model, data, keep: float, out: str, name: str, frames: int = 8) -> str:
@@ -115,6 +156,7 @@ def tracking_picture(model, data, keep: float, out: str, name: str, frames: int 
     dense, pruned = _pruned(model, keep)
     maps: list[np.ndarray] = []
     state = get_tp_state(pruned.model)
+
     def keep_map(module, args, output) -> None:
         if state.enabled and state.records:  # the pruned run only
             maps.append(token_depth(state.records, 0))
@@ -131,8 +173,19 @@ def tracking_picture(model, data, keep: float, out: str, name: str, frames: int 
     images = [np.clip(f.permute(1, 2, 0).numpy() / 255.0, 0, 1) for f in shown]
     kept = [np.zeros_like(maps[0])] + maps  # frame 0 initialises the template
     path = os.path.join(out, f"{name}_tracking.png")
-    return save_tracking_strip(path, images, np.asarray(seq.boxes[:frames]), d, p, kept[:frames],
-                               title=f"{name}: truth green, dense blue, TP keep {keep} red; token depth below")
+    return save_tracking_strip(
+        path,
+        images,
+        np.asarray(seq.boxes[:frames]),
+        d,
+        p,
+        kept[:frames],
+        title=f"{name}: truth green, dense blue, TP keep {keep} red; token depth below",
+    )
 
 
-PICTURES = {"segmentation": segmentation_picture, "detection": detection_picture, "tracking": tracking_picture}
+PICTURES = {
+    "segmentation": segmentation_picture,
+    "detection": detection_picture,
+    "tracking": tracking_picture,
+}

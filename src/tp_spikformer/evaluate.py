@@ -102,7 +102,10 @@ def _iter_batches(dataset: Any, indices: range, batch_size: int, num_workers: in
     from torch.utils.data import DataLoader, Subset
 
     loader = DataLoader(
-        Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        Subset(dataset, list(indices)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
         drop_last=False,
     )
     for batch in loader:
@@ -160,8 +163,10 @@ def evaluate(
         rank, world = 0, 1
     n_total = len(dataset) if limit is None else min(int(limit), len(dataset))
     if n_total == 0:
-        raise UsageError(f"nothing to evaluate: the dataset is empty ({_describe(dataset)}); check the data "
-                         "folder, the split and the limit")
+        raise UsageError(
+            f"nothing to evaluate: the dataset is empty ({_describe(dataset)}); check the data "
+            "folder, the split and the limit"
+        )
     shard = shard_range(n_total, rank, world)
     ks = sorted({int(k) for k in topk})
     if not ks or ks[0] < 1:
@@ -233,7 +238,9 @@ def evaluate(
     if per_class and class_n is not None:
         result["per_class"] = {
             "n": [int(v) for v in class_n.tolist()],
-            "top1": [100.0 * ok / cnt if cnt else math.nan for ok, cnt in zip(class_ok.tolist(), class_n.tolist())],
+            "top1": [
+                100.0 * ok / cnt if cnt else math.nan for ok, cnt in zip(class_ok.tolist(), class_n.tolist())
+            ],
         }
     return result
 
@@ -268,15 +275,19 @@ def check_labels(dataset: Any, num_classes: int | None, what: str = "dataset") -
         return
     classes = getattr(dataset, "classes", None)
     if classes is not None and len(classes) > num_classes:
-        raise UsageError(f"the {what} set has {len(classes)} classes ({_describe(dataset)}) but the model has "
-                         f"{num_classes}; build the model with num_classes={len(classes)} (--set num_classes=...)")
+        raise UsageError(
+            f"the {what} set has {len(classes)} classes ({_describe(dataset)}) but the model has "
+            f"{num_classes}; build the model with num_classes={len(classes)} (--set num_classes=...)"
+        )
     targets = _targets(dataset)
     if targets is None or targets.numel() == 0:
         return
     low, high = int(targets.min()), int(targets.max())
     if low < 0 or high >= num_classes:
-        raise UsageError(f"the {what} set has labels {low}..{high} ({_describe(dataset)}) but the model has "
-                         f"{num_classes} classes (labels 0..{num_classes - 1})")
+        raise UsageError(
+            f"the {what} set has labels {low}..{high} ({_describe(dataset)}) but the model has "
+            f"{num_classes} classes (labels 0..{num_classes - 1})"
+        )
 
 
 # -- command line --------------------------------------------------------------------------------------
@@ -291,7 +302,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
     g.add_argument("--per-class", action="store_true")
-    g.add_argument("--json", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling: a results file
+    g.add_argument(
+        "--json", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )  # old spelling: a results file
     options.add_output_args(p, "evaluate")
     options.add_runtime_args(p, threads_default=0, optimize=True)
 
@@ -321,18 +334,22 @@ def run_args(args: argparse.Namespace) -> int:
         out = options.output_dir(args.out, "evaluate") if info.main and "json" not in vars(args) else None
         options.check_optimize(args)
         overrides = options.parse_overrides(args.set)
-        model = create_model(args.model, pretrained=args.pretrained,
-                             official_arithmetic=args.official_arithmetic, **overrides)
+        model = create_model(
+            args.model, pretrained=args.pretrained, official_arithmetic=args.official_arithmetic, **overrides
+        )
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, use_ema=args.use_ema, trusted=args.trust_checkpoint)
         if args.keep is not None or args.scorer is not None:
             scorer = {"scorer": args.scorer} if args.scorer is not None else {}  # default: the model's
             apply_tp(model, keep=args.keep or "official", **scorer, **options.tp_options(args))
         model = options.maybe_optimize(model.to(device).eval(), args)
-        dataset = load_dataset(args.dataset, args.split, args.data_root, model.config.data, limit=args.limit,
-                               T=args.frames)
+        dataset = load_dataset(
+            args.dataset, args.split, args.data_root, model.config.data, limit=args.limit, T=args.frames
+        )
         check_labels(dataset, model.num_classes)
-        res = evaluate(model.to(device), dataset, args.batch_size, device, amp=args.amp, per_class=args.per_class)
+        res = evaluate(
+            model.to(device), dataset, args.batch_size, device, amp=args.amp, per_class=args.per_class
+        )
         res = {"model": args.model, "dataset": args.dataset, "split": args.split, **res}
         if info.main:
             print(dumps(res))

@@ -19,7 +19,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import UsageError
 
@@ -84,68 +85,121 @@ def _alias(group, flag: str, dest: str, **kwargs) -> None:
 # -- argument groups ---------------------------------------------------------------------------------------
 
 
-def add_model_args(p: argparse.ArgumentParser, *, pretrained_help: str = "the weights shipped with the package") -> None:
+def add_model_args(
+    p: argparse.ArgumentParser, *, pretrained_help: str = "the weights shipped with the package"
+) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="registered configuration (see `tp-spikformer models`)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="official or tp-spikformer checkpoint file (loaded strictly)")
     src.add_argument("--pretrained", action="store_true", help=pretrained_help)
     g.add_argument("--use-ema", action="store_true", help="load state_dict_ema from a timm checkpoint")
-    g.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow full unpickling of the checkpoint (only for files you trust)")
-    g.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override constructor arguments, e.g. --set T=2 proj_lif_mode=per_sample")
-    g.add_argument("--official-arithmetic", action="store_true",
-                   help="float32 outputs as the official code computes them: NCHW, no --optimize, the "
-                        "official_literal scorer by default (use it to reproduce a published number)")
+    g.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow full unpickling of the checkpoint (only for files you trust)",
+    )
+    g.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override constructor arguments, e.g. --set T=2 proj_lif_mode=per_sample",
+    )
+    g.add_argument(
+        "--official-arithmetic",
+        action="store_true",
+        help="float32 outputs as the official code computes them: NCHW, no --optimize, the "
+        "official_literal scorer by default (use it to reproduce a published number)",
+    )
 
 
 TASKS = ("classification", "segmentation", "detection", "tracking")
 
 
 def add_task_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=TASKS, default="classification",
-                   help="what the model does; selects the metrics, the datasets and the files written per variant")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="classification",
+        help="what the model does; selects the metrics, the datasets and the files written per variant",
+    )
 
 
-def add_data_args(p: argparse.ArgumentParser, default: str | None = "shipped", batch_size: int | None = 64,
-                  split: str | None = "test", limit: bool = True) -> None:
+def add_data_args(
+    p: argparse.ArgumentParser,
+    default: str | None = "shipped",
+    batch_size: int | None = 64,
+    split: str | None = "test",
+    limit: bool = True,
+) -> None:
     """``split=None`` / ``limit=False`` leave those options out (training has its own)."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=default,
-                   help="shipped (packaged Fashion-MNIST slice), fashion_mnist, mnist, cifar10, cifar100, "
-                        "imagefolder, cifar10dvs, dvs128_gesture, npz:<path>, synthetic[:n]")
+    g.add_argument(
+        "--dataset",
+        default=default,
+        help="shipped (packaged Fashion-MNIST slice), fashion_mnist, mnist, cifar10, cifar100, "
+        "imagefolder, cifar10dvs, dvs128_gesture, npz:<path>, synthetic[:n]",
+    )
     _alias(g, "--data", "dataset")
     g.add_argument("--data-root", default=None, help="dataset folder")
     if split is not None:
         g.add_argument("--split", default=split, help=f"dataset split (default {split})")
     if limit:
         g.add_argument("--limit", type=positive_int, default=None, help="use only the first N samples")
-    g.add_argument("--frames", type=positive_int, default=None, help="T for event datasets (default: the model's)")
+    g.add_argument(
+        "--frames", type=positive_int, default=None, help="T for event datasets (default: the model's)"
+    )
     g.add_argument("--batch-size", type=positive_int, default=batch_size)
 
 
-def add_tp_args(p: argparse.ArgumentParser, *, multi: bool = False, default_keep: str | None = "official",
-                title: str = "token pruning") -> None:
+def add_tp_args(
+    p: argparse.ArgumentParser,
+    *,
+    multi: bool = False,
+    default_keep: str | None = "official",
+    title: str = "token pruning",
+) -> None:
     from .pruning import scorer_names
 
     g = p.add_argument_group(title)
     names = scorer_names()
     if multi:
-        g.add_argument("--keeps", nargs="+", default=["1.0", "0.9", "0.75", "0.5"],
-                       help="keep schedules to sweep (fractions, 'official', rule:values or a schedule.json)")
-        g.add_argument("--scorers", nargs="+", default=["official", "paper", "random"], choices=names,
-                       metavar="SCORER", help=f"scorers to sweep: {', '.join(names)}")
+        g.add_argument(
+            "--keeps",
+            nargs="+",
+            default=["1.0", "0.9", "0.75", "0.5"],
+            help="keep schedules to sweep (fractions, 'official', rule:values or a schedule.json)",
+        )
+        g.add_argument(
+            "--scorers",
+            nargs="+",
+            default=["official", "paper", "random"],
+            choices=names,
+            metavar="SCORER",
+            help=f"scorers to sweep: {', '.join(names)}",
+        )
     else:
         what = "(default: official)" if default_keep == "official" else "(default: no pruning)"
-        g.add_argument("--keep", default=default_keep,
-                       help=f"fraction (0.5), 'official', rule:values e.g. side_ratio:0.9,0.8, or a schedule.json {what}")
-        g.add_argument("--scorer", default=None, choices=names, metavar="SCORER",
-                       help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes; "
-                            "default: official, or official_literal with --official-arithmetic)")
+        g.add_argument(
+            "--keep",
+            default=default_keep,
+            help=f"fraction (0.5), 'official', rule:values e.g. side_ratio:0.9,0.8, or a schedule.json {what}",
+        )
+        g.add_argument(
+            "--scorer",
+            default=None,
+            choices=names,
+            metavar="SCORER",
+            help=f"one of {', '.join(names)} (`tp-spikformer scorers` says what each computes; "
+            "default: official, or official_literal with --official-arithmetic)",
+        )
         _alias(g, "--tp-keep", "keep")
         _alias(g, "--tp-scorer", "scorer")
-    g.add_argument("--window", type=positive_int, default=None, help="spatial window (default: the model's own)")
+    g.add_argument(
+        "--window", type=positive_int, default=None, help="spatial window (default: the model's own)"
+    )
     g.add_argument("--mode", choices=["stop", "drop"], default="stop")
     g.add_argument("--cumulative", action="store_true", help="a stopped token stays stopped in later blocks")
     g.add_argument("--gather-order", choices=["auto", "score", "raster"], default="auto")
@@ -155,8 +209,11 @@ def add_tp_args(p: argparse.ArgumentParser, *, multi: bool = False, default_keep
 
 def add_output_args(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None,
-                   help=f"output folder (default: a new tp-spikformer-out/{command}-<time> folder)")
+    g.add_argument(
+        "--out",
+        default=None,
+        help=f"output folder (default: a new tp-spikformer-out/{command}-<time> folder)",
+    )
     _alias(g, "--output", "out")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -168,13 +225,23 @@ def add_runtime_args(
     needs the BatchNorm statistics)."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--threads", type=non_negative_int, default=threads_default,
-                   help="torch CPU threads (0: the cores divided among local processes)")
+    g.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=threads_default,
+        help="torch CPU threads (0: the cores divided among local processes)",
+    )
     if optimize:
-        g.add_argument("--optimize", nargs="?", const="compile", default=None, choices=["compile", "plain"],
-                       help="inference fast path (tp_spikformer.optimize): BatchNorm folded, fused spiking "
-                            "kernels; 'compile' (default) builds the large-tensor kernels with torch.compile "
-                            "(cached on disk), 'plain' does not")
+        g.add_argument(
+            "--optimize",
+            nargs="?",
+            const="compile",
+            default=None,
+            choices=["compile", "plain"],
+            help="inference fast path (tp_spikformer.optimize): BatchNorm folded, fused spiking "
+            "kernels; 'compile' (default) builds the large-tensor kernels with torch.compile "
+            "(cached on disk), 'plain' does not",
+        )
 
 
 def check_optimize(args: argparse.Namespace) -> None:
@@ -200,8 +267,12 @@ def maybe_optimize(model, args: argparse.Namespace):
 
 def tp_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TP options of parsed arguments, as keyword arguments of ``apply_tp`` (without keep/scorer)."""
-    return {"window": args.window, "mode": args.mode, "cumulative": args.cumulative,
-            "gather_order": args.gather_order}
+    return {
+        "window": args.window,
+        "mode": args.mode,
+        "cumulative": args.cumulative,
+        "gather_order": args.gather_order,
+    }
 
 
 # -- output folders -----------------------------------------------------------------------------------------

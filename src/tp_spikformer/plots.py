@@ -24,7 +24,9 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install matplotlib (or the package's [plot] extra)") from err
+        raise ImportError(
+            "plots need matplotlib: pip install matplotlib (or the package's [plot] extra)"
+        ) from err
     return plt
 
 
@@ -61,7 +63,9 @@ def save_tradeoff_plot(
         ax.plot(xs, ys, marker="o", label=name)
         for r in pts:
             if r.get(label) is not None:
-                ax.annotate(str(r[label]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(
+                    str(r[label]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
     if title:
@@ -155,13 +159,18 @@ def save_token_visualization(
     panels = 2 + len(masks)
     cols = min(panels, 6)
     nrows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(panel_size * cols, panel_size * nrows + 0.4), dpi=DPI,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(panel_size * cols, panel_size * nrows + 0.4), dpi=DPI, squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     axes.flat[0].imshow(img)
     axes.flat[0].set_title("input", fontsize=8)
-    names = list(block_names) if block_names is not None else [getattr(r, "name", f"block {i}") for i, r in enumerate(records)]
+    names = (
+        list(block_names)
+        if block_names is not None
+        else [getattr(r, "name", f"block {i}") for i, r in enumerate(records)]
+    )
     for i, (m, name) in enumerate(zip(masks, names)):
         ax = axes.flat[1 + i]
         kept = _upsample_nearest(m.astype(np.float64), (ih, iw))[..., None]
@@ -170,8 +179,13 @@ def save_token_visualization(
         ax.set_title(f"{name}: {int(m.sum())}/{m.size}", fontsize=7)
     ax = axes.flat[1 + len(masks)]
     ax.imshow(img)
-    shown = ax.imshow(_upsample_nearest(depth.astype(np.float64), (ih, iw)), cmap="viridis", alpha=0.6,
-                      vmin=0, vmax=len(masks))
+    shown = ax.imshow(
+        _upsample_nearest(depth.astype(np.float64), (ih, iw)),
+        cmap="viridis",
+        alpha=0.6,
+        vmin=0,
+        vmax=len(masks),
+    )
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, ticks=range(len(masks) + 1))
     ax.set_title(f"token depth (0..{len(masks)} blocks)", fontsize=8)
     if title:

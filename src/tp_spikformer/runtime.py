@@ -44,8 +44,12 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     Reuses a group that is already initialised; returns a single-process ``DistInfo`` otherwise.
     """
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                        int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())))
+        return DistInfo(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())),
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -84,9 +88,13 @@ def resolve_device(device: str | torch.device | None, info: DistInfo | None = No
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
         if dev.index is None:
-            dev = torch.device("cuda", info.local_rank if info and info.distributed else torch.cuda.current_device())
+            dev = torch.device(
+                "cuda", info.local_rank if info and info.distributed else torch.cuda.current_device()
+            )
         elif dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UsageError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type not in ("cpu", "mps", "xpu"):
         raise UsageError(f"--device {device}: unsupported device type {dev.type!r}; use cpu or cuda[:N]")
     return dev
@@ -165,8 +173,13 @@ def rng_state(data_generator: torch.Generator | None = None) -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": [int(version), [int(v) for v in internal], gauss],
         "data": data_generator.get_state() if data_generator is not None else None,
     }
@@ -178,10 +191,21 @@ def rng_state(data_generator: torch.Generator | None = None) -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
-    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-                         npst["cached_gaussian"]))
+    np.random.set_state(
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     cuda_states = state.get("cuda")
-    if cuda_states is not None and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+    if (
+        cuda_states is not None
+        and torch.cuda.is_available()
+        and len(cuda_states) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(cuda_states)

@@ -33,24 +33,42 @@ def depth_overlay(image: np.ndarray, records: Sequence, sample: int) -> np.ndarr
     return frac * image + (1.0 - frac) * (0.4 * image + 0.6 * STOPPED_TINT)
 
 
-def save_segmentation_figure(path: str, image: np.ndarray, label: np.ndarray, dense: np.ndarray,
-                             pruned: np.ndarray, records: Sequence, sample: int = 0, *, palette=None,
-                             ignore_index: int = 255, title: str = "") -> str:
+def save_segmentation_figure(
+    path: str,
+    image: np.ndarray,
+    label: np.ndarray,
+    dense: np.ndarray,
+    pruned: np.ndarray,
+    records: Sequence,
+    sample: int = 0,
+    *,
+    palette=None,
+    ignore_index: int = 255,
+    title: str = "",
+) -> str:
     """Five panels: image, ground truth, dense prediction, pruned prediction, kept tokens.
 
     ``image`` ``[H, W, 3]`` in [0, 1]; ``label`` / ``dense`` / ``pruned`` ``[H, W]`` class indices.
     """
     plt = _pyplot()
-    palette = class_palette(int(max(label[label != ignore_index].max(initial=0), dense.max(), pruned.max())) + 1) \
-        if palette is None else palette
+    palette = (
+        class_palette(int(max(label[label != ignore_index].max(initial=0), dense.max(), pruned.max())) + 1)
+        if palette is None
+        else palette
+    )
 
     def colour(m: np.ndarray) -> np.ndarray:
         out = palette[np.clip(m, 0, len(palette) - 1)]
         out[m == ignore_index] = 1.0
         return out
 
-    panels = [("image", image), ("ground truth", colour(label)), ("dense", colour(dense)),
-              ("pruned", colour(pruned)), ("kept tokens (depth)", depth_overlay(image, records, sample))]
+    panels = [
+        ("image", image),
+        ("ground truth", colour(label)),
+        ("dense", colour(dense)),
+        ("pruned", colour(pruned)),
+        ("kept tokens (depth)", depth_overlay(image, records, sample)),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), dpi=DPI)
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(img)
@@ -73,20 +91,38 @@ def _draw_boxes(ax, boxes, colour: str, labels=None, scores=None, names=None) ->
             text = names[int(labels[i])] if names is not None else str(int(labels[i]))
             if scores is not None:
                 text += f" {float(scores[i]):.2f}"
-            ax.text(x1, y1, text, fontsize=6, color="white", va="bottom",
-                    bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "linewidth": 0})
+            ax.text(
+                x1,
+                y1,
+                text,
+                fontsize=6,
+                color="white",
+                va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "linewidth": 0},
+            )
 
 
-def save_detection_figure(path: str, image: np.ndarray, truth: np.ndarray, dense: dict, pruned: dict,
-                          records: Sequence, sample: int = 0, *, names: Sequence[str] | None = None,
-                          title: str = "") -> str:
+def save_detection_figure(
+    path: str,
+    image: np.ndarray,
+    truth: np.ndarray,
+    dense: dict,
+    pruned: dict,
+    records: Sequence,
+    sample: int = 0,
+    *,
+    names: Sequence[str] | None = None,
+    title: str = "",
+) -> str:
     """Three panels: dense detections, pruned detections (ground truth in green on both), kept tokens.
 
     ``dense`` / ``pruned``: ``{"boxes": [N, 4] xyxy, "labels": [N], "scores": [N]}`` in ``image`` pixels.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.8), dpi=DPI)
-    for ax, (name, det, colour) in zip(axes[:2], (("dense", dense, DENSE_COLOUR), ("pruned", pruned, PRUNED_COLOUR))):
+    for ax, (name, det, colour) in zip(
+        axes[:2], (("dense", dense, DENSE_COLOUR), ("pruned", pruned, PRUNED_COLOUR))
+    ):
         ax.imshow(image)
         _draw_boxes(ax, truth, TRUTH_COLOUR)
         _draw_boxes(ax, det["boxes"], colour, det.get("labels"), det.get("scores"), names)
@@ -102,9 +138,16 @@ def save_detection_figure(path: str, image: np.ndarray, truth: np.ndarray, dense
     return path
 
 
-def save_tracking_strip(path: str, frames: Sequence[np.ndarray], truth: np.ndarray, dense: np.ndarray,
-                        pruned: np.ndarray, kept_maps: Sequence[np.ndarray] | None = None, *,
-                        title: str = "") -> str:
+def save_tracking_strip(
+    path: str,
+    frames: Sequence[np.ndarray],
+    truth: np.ndarray,
+    dense: np.ndarray,
+    pruned: np.ndarray,
+    kept_maps: Sequence[np.ndarray] | None = None,
+    *,
+    title: str = "",
+) -> str:
     """A strip of frames with boxes (x, y, w, h; truth green, dense blue, pruned red) and, under each, the
     tracker's token map of that frame (how many blocks each token of the fake grid ran through)."""
     plt = _pyplot()

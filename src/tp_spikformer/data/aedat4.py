@@ -132,7 +132,7 @@ def _flatbuffer(
     root_pos = len(buf)
     buf += bytes(4) + ident
     inline = {s: struct.calcsize("<" + f) for s, (f, _) in scalars.items()}
-    inline.update({s: 4 for s in objects})
+    inline.update(dict.fromkeys(objects, 4))
     offsets, off = {}, 4  # field offsets inside the table (the table starts with its int32 vtable offset)
     for slot in sorted(inline, key=lambda s: (-inline[s], s)):
         off = _align(off, inline[slot])

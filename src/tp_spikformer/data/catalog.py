@@ -19,8 +19,19 @@ from ..errors import MissingPathError, UsageError, check_int
 from ._config import data_spec
 from .in_memory import InMemoryImages
 
-NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "cifar10dvs", "dvs128_gesture",
-         "shipped", "npz:<path>", "synthetic[:<n>]", "scenes[:<n>]")
+NAMES = (
+    "fashion_mnist",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "imagefolder",
+    "cifar10dvs",
+    "dvs128_gesture",
+    "shipped",
+    "npz:<path>",
+    "synthetic[:<n>]",
+    "scenes[:<n>]",
+)
 SHIPPED_SLICE = "fashion_mnist/fashion_mnist_test_2000.npz"
 
 
@@ -32,8 +43,9 @@ def shipped_path(relative: str) -> str:
     return path
 
 
-def synthetic_dataset(n: int = 256, size: int = 16, channels: int = 1, num_classes: int = 10,
-                      seed: int = 0) -> InMemoryImages:
+def synthetic_dataset(
+    n: int = 256, size: int = 16, channels: int = 1, num_classes: int = 10, seed: int = 0
+) -> InMemoryImages:
     """A small learnable in-memory image set: class ``k`` is a bright horizontal bar at row
     ``k * size // num_classes`` over uniform noise (uint8). For tests and smoke runs."""
     g = torch.Generator().manual_seed(seed)
@@ -66,10 +78,14 @@ def load_dataset(
 
     spec = data_spec(data_cfg) if data_cfg is not None else None
     if spec is not None and spec.event_frames and name not in ("cifar10dvs", "dvs128_gesture"):
-        raise UsageError(f"this model takes event frames; use the dataset cifar10dvs or dvs128_gesture, not {name!r}")
+        raise UsageError(
+            f"this model takes event frames; use the dataset cifar10dvs or dvs128_gesture, not {name!r}"
+        )
     if name in ("cifar10dvs", "dvs128_gesture"):
         if root is None:
-            raise UsageError(f"dataset {name} needs its root folder with the event files (root=...; command line: --data-root)")
+            raise UsageError(
+                f"dataset {name} needs its root folder with the event files (root=...; command line: --data-root)"
+            )
         t = T or getattr(getattr(data_cfg, "config", data_cfg), "T", None)
         if t is None:
             raise UsageError(f"dataset {name} needs the number of frames T (T=...; command line: --frames)")
@@ -78,7 +94,9 @@ def load_dataset(
         return _limit_items(ds, limit)
     if name == "imagefolder":
         if root is None:
-            raise UsageError("dataset imagefolder needs its root folder, with one sub-folder per class (root=...; command line: --data-root)")
+            raise UsageError(
+                "dataset imagefolder needs its root folder, with one sub-folder per class (root=...; command line: --data-root)"
+            )
         folder = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
         transform = build_eval_transform(data_cfg) if data_cfg is not None else None
         return _limit_items(ImageFolder(folder, transform=transform), limit)
@@ -86,11 +104,15 @@ def load_dataset(
         ds = FashionMNIST(root, split) if root else FashionMNIST(split=split)
     elif name == "mnist":
         if root is None:
-            raise UsageError("dataset mnist needs its root folder with the IDX files (root=...; command line: --data-root)")
+            raise UsageError(
+                "dataset mnist needs its root folder with the IDX files (root=...; command line: --data-root)"
+            )
         ds = MNIST(root, split)
     elif name in ("cifar10", "cifar100"):
         if root is None:
-            raise UsageError(f"dataset {name} needs its root folder with the python batches (root=...; command line: --data-root)")
+            raise UsageError(
+                f"dataset {name} needs its root folder with the python batches (root=...; command line: --data-root)"
+            )
         ds = (CIFAR10 if name == "cifar10" else CIFAR100)(root, split)
     elif name == "shipped":
         ds = InMemoryImages.from_npz(shipped_path(SHIPPED_SLICE))
@@ -101,12 +123,16 @@ def load_dataset(
 
         _, _, n = name.partition(":")
         if n and not (n.isdigit() and int(n) >= 1):
-            raise UsageError(f"dataset {name!r}: scenes:<n> needs a number of scenes n >= 1, e.g. scenes:2000")
+            raise UsageError(
+                f"dataset {name!r}: scenes:<n> needs a number of scenes n >= 1, e.g. scenes:2000"
+            )
         ds = scene_classification("train" if split == "train" else "test", int(n) if n else None, root=root)
     elif name.startswith("synthetic"):
         _, _, n = name.partition(":")
         if n and not (n.isdigit() and int(n) >= 1):
-            raise UsageError(f"dataset {name!r}: synthetic:<n> needs a number of images n >= 1, e.g. synthetic:64")
+            raise UsageError(
+                f"dataset {name!r}: synthetic:<n> needs a number of images n >= 1, e.g. synthetic:64"
+            )
         c, h, _ = spec.input_size if spec is not None else (1, 16, 16)
         ds = synthetic_dataset(int(n or 512), h, c, seed=0 if split == "train" else 1)
     else:
@@ -115,8 +141,10 @@ def load_dataset(
         check_int("limit", limit)
         ds = ds.subset(slice(0, limit))
     if len(ds) == 0:
-        raise UsageError(f"dataset {name!r} (split {split!r}) has no samples ({getattr(ds, 'source', '')}); check "
-                         "the files and the split")
+        raise UsageError(
+            f"dataset {name!r} (split {split!r}) has no samples ({getattr(ds, 'source', '')}); check "
+            "the files and the split"
+        )
     return ds.with_data_config(data_cfg) if data_cfg is not None else ds
 
 

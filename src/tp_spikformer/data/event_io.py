@@ -83,7 +83,9 @@ def load_event_sample(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, DatasetFormatError):
             raise
-        raise bad_format(path, f"cannot read (corrupt or not a numpy file): {exc}", EVENT_FILE_LAYOUT) from exc
+        raise bad_format(
+            path, f"cannot read (corrupt or not a numpy file): {exc}", EVENT_FILE_LAYOUT
+        ) from exc
 
 
 def _read_numpy_sample(path: str, ext: str) -> dict[str, np.ndarray]:

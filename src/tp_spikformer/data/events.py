@@ -64,7 +64,9 @@ def _polarity(p: np.ndarray) -> np.ndarray:
     """Polarity as 0 (OFF) / 1 (ON) from {0, 1}, {-1, 1} or bools; anything else is refused."""
     values = np.unique(p)
     if not np.isin(values, (-1, 0, 1)).all():
-        raise UsageError(f"event polarities must be 0/1 or -1/1 (OFF/ON), got the values {values[:8].tolist()}")
+        raise UsageError(
+            f"event polarities must be 0/1 or -1/1 (OFF/ON), got the values {values[:8].tolist()}"
+        )
     return (p.astype(np.float64) > 0).astype(np.int64)
 
 

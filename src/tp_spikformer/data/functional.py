@@ -205,7 +205,9 @@ def to_tensor(pic: Any) -> torch.Tensor:
     elif isinstance(pic, np.ndarray):
         arr = pic
     else:
-        raise UsageTypeError(f"to_tensor expects a PIL image, numpy array or tensor, got {type(pic).__name__}")
+        raise UsageTypeError(
+            f"to_tensor expects a PIL image, numpy array or tensor, got {type(pic).__name__}"
+        )
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:

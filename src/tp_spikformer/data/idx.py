@@ -74,19 +74,25 @@ def _parse(f, path: str, expected_magic: int | None, layout: str) -> np.ndarray:
     head = _read_exact(f, 4, path, layout, "the IDX header")
     magic = struct.unpack(">I", head)[0]
     zero, type_code, ndim = head[0:2], head[2], head[3]
-    expected = f"expected magic {expected_magic}" if expected_magic is not None else "expected 00 00 <type> <ndim>"
+    expected = (
+        f"expected magic {expected_magic}" if expected_magic is not None else "expected 00 00 <type> <ndim>"
+    )
     if zero != b"\x00\x00" or type_code not in _TYPES or ndim == 0:
         raise bad_format(path, f"bad IDX magic {magic} (0x{magic:08x}), {expected}", layout)
     if expected_magic is not None and magic != expected_magic:
         raise bad_format(
-            path, f"IDX magic {magic} (0x{magic:08x}), expected {expected_magic} (0x{expected_magic:08x})", layout
+            path,
+            f"IDX magic {magic} (0x{magic:08x}), expected {expected_magic} (0x{expected_magic:08x})",
+            layout,
         )
     dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, layout, f"a {ndim}-dimension header"))
     dtype = np.dtype(_TYPES[type_code])
     need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     shape = " x ".join(str(d) for d in dims)
     if need > MAX_IDX_BYTES:
-        raise bad_format(path, f"header declares {shape} ({need} bytes), more than the {MAX_IDX_BYTES} allowed", layout)
+        raise bad_format(
+            path, f"header declares {shape} ({need} bytes), more than the {MAX_IDX_BYTES} allowed", layout
+        )
     data = f.read(need)
     if len(data) != need or f.read(1):
         have = len(data) if len(data) != need else f"more than {need}"

@@ -30,7 +30,9 @@ SEEDS = {"train": 0, "test": 1}
 
 
 def default_cache_dir() -> str:
-    return os.environ.get("TP_SPIKFORMER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tp_spikformer"))
+    return os.environ.get(
+        "TP_SPIKFORMER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tp_spikformer")
+    )
 
 
 def scene_classification(
@@ -62,8 +64,14 @@ def scene_classification(
     images, labels = _generate(split, n, size, seed, source, root, progress)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
-        save_npz_slice(path + f".tmp{os.getpid()}.npz", images, labels, classes=list(FashionObjects.CLASSES),
-                       note=f"single-object scenes: {key}", digest=_digest(images))
+        save_npz_slice(
+            path + f".tmp{os.getpid()}.npz",
+            images,
+            labels,
+            classes=list(FashionObjects.CLASSES),
+            note=f"single-object scenes: {key}",
+            digest=_digest(images),
+        )
         os.replace(path + f".tmp{os.getpid()}.npz", path)
     return InMemoryImages(images, labels, classes=list(FashionObjects.CLASSES), source=key)
 

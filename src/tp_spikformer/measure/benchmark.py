@@ -28,6 +28,7 @@ Timings on a shared machine are noisy: compare variants within one run (the rati
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -138,7 +139,7 @@ class CpuLoadMeter:
     def __init__(self):
         self._start: tuple | None = None
 
-    def start(self) -> "CpuLoadMeter":
+    def start(self) -> CpuLoadMeter:
         self._start = (_read_proc_stat(), _read_self_ticks(), time.perf_counter())
         return self
 
@@ -178,10 +179,8 @@ _CLEAR_REFS_OK: bool | None = None
 
 
 def _malloc_trim() -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _proc_status_kb(key: str) -> int | None:
@@ -542,7 +541,7 @@ def benchmark(
                     }
                     if memory:
                         entry["peak_memory_bytes"], entry["memory_method"] = peak_memory(
-                            lambda m=m: m(x), device, cpu_memory
+                            lambda m=m, x=x: m(x), device, cpu_memory
                         )
                     result.results.append(entry)
     finally:

@@ -93,7 +93,7 @@ class EnergyConventions:
                 f"energies must be non-negative, got e_mac_pj={self.e_mac_pj}, e_ac_pj={self.e_ac_pj}"
             )
 
-    def with_(self, **changes: Any) -> "EnergyConventions":
+    def with_(self, **changes: Any) -> EnergyConventions:
         """A copy with some fields changed (``conv.with_(count_products=False)``)."""
         return replace(self, **changes)
 
@@ -118,5 +118,7 @@ def energy_preset(name: str = "45nm_fp32", **changes: Any) -> EnergyConventions:
     try:
         e_mac, e_ac, _ = ENERGY_PRESETS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown energy preset {name!r}; choose one of {sorted(ENERGY_PRESETS)}") from None
+        raise UnknownNameError(
+            f"unknown energy preset {name!r}; choose one of {sorted(ENERGY_PRESETS)}"
+        ) from None
     return EnergyConventions(e_mac_pj=e_mac, e_ac_pj=e_ac, name=name).with_(**changes)

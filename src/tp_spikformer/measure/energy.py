@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ def measure_many(
             counters[name].attach()
         with torch.inference_mode():
             for x in iter_batches(inputs, max_batches):
-                for name, m in models.items():
+                for m in models.values():
                     call_model(m, x, _device_of(m))
     finally:
         for name, m in models.items():
@@ -85,7 +86,9 @@ def compare_dense_pruned(
     ``model`` itself is not modified."""
     batches = list(iter_batches(inputs, max_batches))  # both variants see the same batches
     dense, pruned = make_variants(model, [(None, None), (keep, scorer)], **tp_kwargs)
-    reports = {v.label: measure_energy(v.activate(), batches, conventions, T=T, per_sample=per_sample)
-               for v in (dense, pruned)}
+    reports = {
+        v.label: measure_energy(v.activate(), batches, conventions, T=T, per_sample=per_sample)
+        for v in (dense, pruned)
+    }
     reports = {"dense": reports[dense.label], "pruned": reports[pruned.label]}
     return compare_reports(reports["dense"], reports["pruned"], names=("dense", "pruned"))

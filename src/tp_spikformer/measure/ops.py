@@ -316,14 +316,14 @@ class OpCounter:
         self._reset_forward()
 
     # -- attach / detach ---------------------------------------------------------------------------
-    def __enter__(self) -> "OpCounter":
+    def __enter__(self) -> OpCounter:
         self.attach()
         return self
 
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    def attach(self) -> "OpCounter":
+    def attach(self) -> OpCounter:
         """Register the hooks (idempotent)."""
         if self._attached:
             return self
@@ -584,7 +584,9 @@ class OpCounter:
         self._finish_forward()
         T_values = sorted(set(self._T_seen)) or [self.T_override or 1]
         if len(T_values) > 1:
-            warnings.warn(f"forwards ran with different T {T_values}; the report states T={T_values[-1]}")
+            warnings.warn(
+                f"forwards ran with different T {T_values}; the report states T={T_values[-1]}", stacklevel=2
+            )
         tp = None
         if is_patched(self.model):
             st = get_tp_state(self.model)
@@ -614,7 +616,7 @@ class ModelInputs(tuple):
     """The positional inputs of one forward of a model that takes several (a tracker's ``(template,
     search)``): a batch of this type is passed as ``model(*batch)``, never read as an ``(x, y)`` pair."""
 
-    def to(self, device) -> "ModelInputs":
+    def to(self, device) -> ModelInputs:
         return ModelInputs(t.to(device) for t in self)
 
 

@@ -149,7 +149,7 @@ class EnergyReport:
                     r["firing_rate_per_step"] = ";".join(f"{v:.6g}" for v in r["firing_rate_per_step"])
         elif level in ("block", "group"):
             rows = [asdict(g) for g in self.groups]
-            total = {k: None for k in rows[0]} if rows else {}
+            total = dict.fromkeys(rows[0]) if rows else {}
             total.update(
                 group="total",
                 category="total",
@@ -323,7 +323,7 @@ def build_report(
     div = counts.samples if per_sample and counts.samples else 1
     e_mac, e_ac = conv.e_mac_pj * PJ_TO_MJ, conv.e_ac_pj * PJ_TO_MJ
     rows: list[LayerRow] = []
-    for layer in sorted(counts.layers.values(), key=lambda l: l.order):
+    for layer in sorted(counts.layers.values(), key=lambda layer: layer.order):
         buckets = list(layer.buckets.values())
         mac_ops = ac_ops = 0.0
         labels = []
@@ -364,7 +364,7 @@ def build_report(
         )
 
     groups: list[GroupRow] = []
-    layer_by_name = {l.name: l for l in counts.layers.values()}
+    layer_by_name = {layer.name: layer for layer in counts.layers.values()}
     names = [g.name for g in sorted(counts.groups.values(), key=lambda g: g.order)]
     names += [r.group for r in rows if r.group not in names and r.group not in counts.groups]
     for name in dict.fromkeys(names):
@@ -401,10 +401,10 @@ def build_report(
         )
 
     spikes = elements = 0.0
-    for l in counts.layers.values():
-        if l.is_product:
+    for layer in counts.layers.values():
+        if layer.is_product:
             continue
-        for b in l.buckets.values():
+        for b in layer.buckets.values():
             if b.kinds[0] in _SPIKE_KINDS:
                 spikes += b.operands[0].levels
                 elements += b.operands[0].elements

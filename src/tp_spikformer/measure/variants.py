@@ -9,8 +9,8 @@ TP switched off, the dense model exactly). A 3 x 4 sweep holds one copy of the w
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +39,13 @@ def scorer_name(scorer: str | Callable) -> str:
 class Variant(nn.Module):
     """One configuration of a shared patched model: dense (``keep=None``) or ``keep`` + ``scorer``."""
 
-    def __init__(self, model: nn.Module, keep: Any = None, scorer: str | Callable | None = None,
-                 label: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        keep: Any = None,
+        scorer: str | Callable | None = None,
+        label: str | None = None,
+    ):
         super().__init__()
         self.model = model
         self.keep, self.scorer = keep, (None if keep is None else scorer or default_scorer(model))
@@ -80,8 +85,10 @@ def make_variants(
     else:
         apply_tp(shared, keep=first, **options)
     official = _official_schedule(shared)
-    variants = [Variant(shared, keep, scorer, label or variant_label(keep, scorer, official))
-                for (keep, scorer), label in zip(configs, labels or [None] * len(configs))]
+    variants = [
+        Variant(shared, keep, scorer, label or variant_label(keep, scorer, official))
+        for (keep, scorer), label in zip(configs, labels or [None] * len(configs))
+    ]
     names = [v.label for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant labels must be unique, got {names}")

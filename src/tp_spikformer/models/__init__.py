@@ -20,7 +20,13 @@ from ._registry import (
     register_model,
 )
 from .base import SpikingTransformer
-from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_classifier_weights, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint,
+    load_classifier_weights,
+    read_checkpoint,
+)
 from .protocol import BlockPart, TokenBlock, TPDefaults, token_blocks
 
 __all__ = [

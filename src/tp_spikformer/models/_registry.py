@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -101,7 +102,9 @@ def build_from_official_kwargs(family: str, variant: str, **kwargs: Any) -> nn.M
         cls = _OFFICIAL_CLASSES[(family, variant)]
     except KeyError:
         known = ", ".join(f"{f}/{v}" for f, v in sorted(_OFFICIAL_CLASSES))
-        raise UnknownNameError(f"no model class for official family/variant '{family}/{variant}'; known: {known}") from None
+        raise UnknownNameError(
+            f"no model class for official family/variant '{family}/{variant}'; known: {known}"
+        ) from None
     return cls(**kwargs)
 
 
@@ -170,7 +173,9 @@ def create_model(
     model = cfg.builder(**kwargs)
     if features_only:
         if not hasattr(model, "as_backbone"):
-            raise UsageError(f"'{name}' has no stage features (features_only=True needs a SpikingTransformer)")
+            raise UsageError(
+                f"'{name}' has no stage features (features_only=True needs a SpikingTransformer)"
+            )
         model.as_backbone(out_indices)
     elif out_indices is not None:
         raise UsageError("out_indices selects backbone stage outputs: pass it with features_only=True")
@@ -200,5 +205,7 @@ def asset_path(relative: str) -> str:
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", relative)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"packaged asset missing: {path} (reinstall the package or rebuild the asset)")
+        raise FileNotFoundError(
+            f"packaged asset missing: {path} (reinstall the package or rebuild the asset)"
+        )
     return path

@@ -90,9 +90,7 @@ class SpikingTransformer(nn.Module):
         elif x.dim() == 5 and self.event_input:
             b, t, c, h, w = x.shape
         else:
-            raise UsageError(
-                f"{type(self).__name__} expects input of shape {expected}, got {list(x.shape)}"
-            )
+            raise UsageError(f"{type(self).__name__} expects input of shape {expected}, got {list(x.shape)}")
         if c != self.in_channels:
             hint = ""
             if x.dim() == 5 and x.shape[1] == self.in_channels:
@@ -110,7 +108,9 @@ class SpikingTransformer(nn.Module):
                 f"with create_model(..., T={x.shape[1]}) or bin the events into {self.T} frames"
             )
         if b == 0:
-            raise UsageError(f"{type(self).__name__} got an empty batch {list(x.shape)}; pass at least one sample")
+            raise UsageError(
+                f"{type(self).__name__} got an empty batch {list(x.shape)}; pass at least one sample"
+            )
         self._check_size(h, w)
         self._check_dtype(x)
         self._check_finite(x)
@@ -122,7 +122,9 @@ class SpikingTransformer(nn.Module):
 
     def _check_dtype(self, x: torch.Tensor) -> None:
         if not x.is_floating_point():
-            raise UsageTypeError(f"input must be a floating-point tensor, got {x.dtype}; convert with x.float()")
+            raise UsageTypeError(
+                f"input must be a floating-point tensor, got {x.dtype}; convert with x.float()"
+            )
         param = next(self.parameters(), None)
         if param is not None and x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
             raise UsageTypeError(
@@ -194,7 +196,10 @@ class SpikingTransformer(nn.Module):
         """The stage outputs (timm's convention), each with ``index``, ``num_chs``, ``reduction``, ``module``
         and ``time_axis`` (True: ``[T, B, C, H, W]``); a ``features_only`` model lists only its
         ``out_indices``, in the order its forward returns them."""
-        info = [dict(d, index=i, time_axis=self.T is not None or self.event_input) for i, d in enumerate(self.stage_info())]
+        info = [
+            dict(d, index=i, time_axis=self.T is not None or self.event_input)
+            for i, d in enumerate(self.stage_info())
+        ]
         if self.features_only:
             return [info[i] for i in self.out_indices]
         return info
@@ -219,7 +224,9 @@ class SpikingTransformer(nn.Module):
         out = []
         for i in indices:
             if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-                raise UsageError(f"stage index {i!r} out of range: {type(self).__name__} has stages 0..{n - 1}")
+                raise UsageError(
+                    f"stage index {i!r} out of range: {type(self).__name__} has stages 0..{n - 1}"
+                )
             out.append(i % n)
         if not out:
             raise UsageError("out_indices must name at least one stage")
@@ -228,7 +235,7 @@ class SpikingTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Input as ``forward``; the last stage's full token grid (``[T, B, C, H, W]`` or ``[B, C, H, W]``)."""
         out = None
-        for out in self.stage_outputs(x):
+        for out in self.stage_outputs(x):  # noqa: B007 - the last stage's output
             pass
         return out
 
@@ -247,7 +254,9 @@ class SpikingTransformer(nn.Module):
         """
         wanted = self.resolve_indices(indices)
         if stop_early and not intermediates_only:
-            raise UsageError("stop_early=True needs intermediates_only=True (the final features need every stage)")
+            raise UsageError(
+                "stop_early=True needs intermediates_only=True (the final features need every stage)"
+            )
         last = max(wanted) if stop_early else None
         outputs: dict[int, torch.Tensor] = {}
         final = None
@@ -259,7 +268,7 @@ class SpikingTransformer(nn.Module):
         intermediates = [outputs[i] for i in wanted]
         return intermediates if intermediates_only else (final, intermediates)
 
-    def as_backbone(self, out_indices: int | str | Sequence[int] | None = None) -> "SpikingTransformer":
+    def as_backbone(self, out_indices: int | str | Sequence[int] | None = None) -> SpikingTransformer:
         """Turn this model into a ``features_only`` backbone in place: the head modules are deleted (their
         keys leave the state dict) and ``forward`` returns the stage outputs ``out_indices``."""
         self.out_indices = self.resolve_indices(out_indices)
@@ -276,4 +285,3 @@ class SpikingTransformer(nn.Module):
         if self.features_only:
             return self.forward_intermediates(x, self.out_indices, intermediates_only=True, stop_early=True)
         return self.forward_head(self.forward_features(x))
-

@@ -14,7 +14,8 @@ import os
 import pathlib
 import re
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +45,10 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
         raise MissingPathError(f"checkpoint file not found: {path}")
     kind = _file_kind(path)
     if kind != "torch":
-        raise CheckpointError(f"cannot read {path}: {kind}; expected a PyTorch checkpoint (torch.save: a zip "
-                              "archive, or a legacy pickle)")
+        raise CheckpointError(
+            f"cannot read {path}: {kind}; expected a PyTorch checkpoint (torch.save: a zip "
+            "archive, or a legacy pickle)"
+        )
     try:
         if trusted:
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -58,8 +61,10 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
                 f"cannot read {path} with weights-only unpickling: it contains the non-allow-listed global(s) "
                 f"{unsafe}. If you trust the file, pass trusted=True (CLI: --trust-checkpoint) to unpickle it fully."
             ) from err
-        raise CheckpointError(f"cannot read {path}: the file is corrupt or truncated ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no details'})") from err
+        raise CheckpointError(
+            f"cannot read {path}: the file is corrupt or truncated ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no details'})"
+        ) from err
 
 
 def _file_kind(path: str) -> str:
@@ -77,13 +82,16 @@ def _file_kind(path: str) -> str:
 
 def _unsafe_globals(path: str) -> list[str]:
     try:
-        return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                if g not in {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}]
+        return [
+            g
+            for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            if g not in {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
+        ]
     except Exception:
         return []
 
 
-def extract_state_dict(obj: Any, use_ema: bool = False) -> "OrderedDict[str, torch.Tensor]":
+def extract_state_dict(obj: Any, use_ema: bool = False) -> OrderedDict[str, torch.Tensor]:
     """Unwrap an official container and strip ``module.`` / ``_orig_mod.`` prefixes.
 
     Containers: ``state_dict`` (timm), ``model`` (MAE/DeiT, SEW DVS scripts), or a bare state dict;
@@ -95,7 +103,9 @@ def extract_state_dict(obj: Any, use_ema: bool = False) -> "OrderedDict[str, tor
         raise CheckpointError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
     if use_ema:
         if not isinstance(obj.get("state_dict_ema"), Mapping):
-            raise CheckpointError(f"use_ema=True but the checkpoint has no 'state_dict_ema' (keys: {sorted(obj)[:20]})")
+            raise CheckpointError(
+                f"use_ema=True but the checkpoint has no 'state_dict_ema' (keys: {sorted(obj)[:20]})"
+            )
         obj = obj["state_dict_ema"]
     for _ in range(3):  # containers can nest, e.g. {"model": {"state_dict": ...}}
         if _is_state_dict(obj):
@@ -128,7 +138,7 @@ def _strip_prefixes(key: str) -> str:
         changed = False
         for p in ("module.", "_orig_mod."):
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -151,7 +161,11 @@ def load_checkpoint(
     configuration the weights fit best.
     ``strict=False`` loads what fits and returns the report in ``model.load_report`` instead.
     """
-    obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    obj = (
+        read_checkpoint(checkpoint, trusted=trusted)
+        if isinstance(checkpoint, (str, os.PathLike))
+        else checkpoint
+    )
     state = extract_state_dict(obj, use_ema=use_ema)
     _check_finite(state)
     state, ignored = select_backbone(model, state)
@@ -165,12 +179,18 @@ def load_checkpoint(
         raise CheckpointError(_describe_mismatch(model, state, missing, report))
     mismatched = {k for k, _, _ in report["mismatched"]}
     model.load_state_dict(OrderedDict((k, v) for k, v in state.items() if k not in mismatched), strict=False)
-    model.load_report = dict(report, missing=missing, dropped_head=dropped, ignored=ignored, initialised=initialised)
-    for what, keys in (("classifier keys dropped (features_only backbone)", dropped),
-                       ("keys outside the backbone ignored", ignored),
-                       ("keys absent from the checkpoint, kept at their initial value", initialised)):
+    model.load_report = dict(
+        report, missing=missing, dropped_head=dropped, ignored=ignored, initialised=initialised
+    )
+    for what, keys in (
+        ("classifier keys dropped (features_only backbone)", dropped),
+        ("keys outside the backbone ignored", ignored),
+        ("keys absent from the checkpoint, kept at their initial value", initialised),
+    ):
         if keys:
-            _log.info("%s%s: %d %s: %s", type(model).__name__, _config_name(model), len(keys), what, _show(keys))
+            _log.info(
+                "%s%s: %d %s: %s", type(model).__name__, _config_name(model), len(keys), what, _show(keys)
+            )
     return model
 
 
@@ -178,14 +198,18 @@ def _check_finite(state: Mapping[str, torch.Tensor]) -> None:
     """Refuse weights with NaN or infinite values (a model would then predict garbage silently)."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"the checkpoint has NaN or infinite values in {len(bad)} tensor(s): {_show(bad)}; "
-                              "it is corrupt or came from a diverged training run")
+        raise CheckpointError(
+            f"the checkpoint has NaN or infinite values in {len(bad)} tensor(s): {_show(bad)}; "
+            "it is corrupt or came from a diverged training run"
+        )
 
 
 BACKBONE_PREFIX = "backbone."
 
 
-def select_backbone(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
+def select_backbone(
+    model: nn.Module, state: Mapping[str, torch.Tensor]
+) -> tuple[OrderedDict[str, torch.Tensor], list[str]]:
     """A detector/segmenter/tracker checkpoint (mmdet/mmseg ``state_dict``, SDTrack ``net``) loaded into a
     backbone: keep the keys under ``backbone.`` with that prefix removed (by name, never by length) and
     return the others (neck, heads) as ignored. A model with its own ``backbone.`` keys loads unchanged."""
@@ -193,11 +217,15 @@ def select_backbone(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tupl
         return OrderedDict(state), []
     if any(k.startswith(BACKBONE_PREFIX) for k in model.state_dict()):
         return OrderedDict(state), []
-    kept = OrderedDict((k[len(BACKBONE_PREFIX):], v) for k, v in state.items() if k.startswith(BACKBONE_PREFIX))
+    kept = OrderedDict(
+        (k[len(BACKBONE_PREFIX) :], v) for k, v in state.items() if k.startswith(BACKBONE_PREFIX)
+    )
     return kept, [k for k in state if not k.startswith(BACKBONE_PREFIX)]
 
 
-def drop_head_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
+def drop_head_keys(
+    model: nn.Module, state: Mapping[str, torch.Tensor]
+) -> tuple[OrderedDict[str, torch.Tensor], list[str]]:
     """A classification checkpoint loaded into a ``features_only`` backbone: drop the keys of the deleted
     head modules (``model.head_modules``) and return their names."""
     if not getattr(model, "features_only", False):
@@ -242,8 +270,11 @@ def _describe_mismatch(model, state, missing, report) -> str:
         )
     best = suggest_config(state)
     if best:
-        lines.append(f"  these weights look like '{best[0]}'" + ("" if best[1] == 0 else f" ({best[1]} keys differ)")
-                     + f": create_model('{best[0]}', checkpoint=...)")
+        lines.append(
+            f"  these weights look like '{best[0]}'"
+            + ("" if best[1] == 0 else f" ({best[1]} keys differ)")
+            + f": create_model('{best[0]}', checkpoint=...)"
+        )
     lines.append("  (strict loading is the default; strict=False loads only the matching keys)")
     return "\n".join(lines)
 
@@ -284,8 +315,9 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     return best
 
 
-def load_classifier_weights(model: nn.Module, checkpoint: Any, *, grey_to_rgb: bool = True,
-                            trusted: bool = False) -> dict[str, Any]:
+def load_classifier_weights(
+    model: nn.Module, checkpoint: Any, *, grey_to_rgb: bool = True, trusted: bool = False
+) -> dict[str, Any]:
     """Start ``model`` from a classifier's weights: a checkpoint file, a state dict, or the name of a
     configuration whose weights ship with the package (e.g. ``"sdt_fmnist"``).
 
@@ -302,16 +334,26 @@ def load_classifier_weights(model: nn.Module, checkpoint: Any, *, grey_to_rgb: b
         if cfg.weights is None:
             raise UsageError(f"no weights ship with '{checkpoint}': pass a checkpoint file instead")
         checkpoint = asset_path(cfg.weights)
-    obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    obj = (
+        read_checkpoint(checkpoint, trusted=trusted)
+        if isinstance(checkpoint, (str, os.PathLike))
+        else checkpoint
+    )
     state = dict(extract_state_dict(obj))
     own = model.state_dict()
     expanded = []
     for key, value in state.items():
         mine = own.get(key)
-        if (grey_to_rgb and mine is not None and value.dim() == 4 == mine.dim() and value.shape[1] == 1
-                and mine.shape[1] == 3 and value.shape[0] == mine.shape[0] and value.shape[2:] == mine.shape[2:]):
+        if (
+            grey_to_rgb
+            and mine is not None
+            and value.dim() == 4 == mine.dim()
+            and value.shape[1] == 1
+            and mine.shape[1] == 3
+            and value.shape[0] == mine.shape[0]
+            and value.shape[2:] == mine.shape[2:]
+        ):
             state[key] = value.repeat(1, 3, 1, 1) / 3  # [O, 1, k, k] -> [O, 3, k, k]
             expanded.append(key)
     load_checkpoint(model, state)
     return dict(model.load_report, expanded=expanded)
-

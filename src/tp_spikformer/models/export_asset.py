@@ -22,7 +22,9 @@ def export_asset(src: str, dst: str, fp16: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tp_spikformer.models.export_asset", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tp_spikformer.models.export_asset", description=__doc__.split("\n")[0]
+    )
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--fp16", action="store_true")

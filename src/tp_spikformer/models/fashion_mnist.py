@@ -30,19 +30,45 @@ SOURCE = "tp_spikformer: trained from scratch on Fashion-MNIST (scripts/train_fa
 
 # Results of scripts/train_fashion_mnist.sh (runs/fmnist/<name>/metrics.json); None = not trained yet.
 TRAINED: dict[str, dict[str, Any] | None] = {
-    "spikformer_fmnist": {"epochs": 3, "train_minutes": 21.0, "wall_minutes": 23.2, "test_top1": 86.03,
-                          "slice_top1": 87.35, "parameters": 42_374},
-    "sdt_fmnist": {"epochs": 3, "train_minutes": 22.2, "wall_minutes": 23.5, "test_top1": 85.09,
-                   "slice_top1": 85.60, "parameters": 92_796},
-    "qkformer_fmnist": {"epochs": 4, "train_minutes": 21.6, "wall_minutes": 22.6, "test_top1": 85.46,
-                        "slice_top1": 86.15, "parameters": 49_094},
-    "sdt_v3_fmnist": {"epochs": 4, "train_minutes": 27.7, "wall_minutes": 28.8, "test_top1": 88.08,
-                      "slice_top1": 88.20, "parameters": 849_098},
+    "spikformer_fmnist": {
+        "epochs": 3,
+        "train_minutes": 21.0,
+        "wall_minutes": 23.2,
+        "test_top1": 86.03,
+        "slice_top1": 87.35,
+        "parameters": 42_374,
+    },
+    "sdt_fmnist": {
+        "epochs": 3,
+        "train_minutes": 22.2,
+        "wall_minutes": 23.5,
+        "test_top1": 85.09,
+        "slice_top1": 85.60,
+        "parameters": 92_796,
+    },
+    "qkformer_fmnist": {
+        "epochs": 4,
+        "train_minutes": 21.6,
+        "wall_minutes": 22.6,
+        "test_top1": 85.46,
+        "slice_top1": 86.15,
+        "parameters": 49_094,
+    },
+    "sdt_v3_fmnist": {
+        "epochs": 4,
+        "train_minutes": 27.7,
+        "wall_minutes": 28.8,
+        "test_top1": 88.08,
+        "slice_top1": 88.20,
+        "parameters": 849_098,
+    },
 }
 
 
 def _data(size: int) -> DataConfig:
-    return DataConfig((1, size, size), crop_pct=None, interpolation="bilinear", mean=FMNIST_MEAN, std=FMNIST_STD)
+    return DataConfig(
+        (1, size, size), crop_pct=None, interpolation="bilinear", mean=FMNIST_MEAN, std=FMNIST_STD
+    )
 
 
 def _register(name, family, variant, builder, description, size, notes="", **kwargs):
@@ -78,8 +104,18 @@ _register(
     SpikformerCifar,
     "Spikformer-2-32 (CIFAR code) for Fashion-MNIST: 1x32x32, T=4, 4 heads, 2 blocks on 8x8 tokens",
     32,
-    img_size_h=32, img_size_w=32, patch_size=4, in_channels=1, num_classes=10, embed_dims=32, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=4,
+    img_size_h=32,
+    img_size_w=32,
+    patch_size=4,
+    in_channels=1,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=4,
 )
 
 _register(
@@ -90,9 +126,22 @@ _register(
     "SDT-V1-2-48 for Fashion-MNIST: 1x32x32, T=4, 4 heads, 2 blocks on 8x8 tokens (stem max-pools after "
     "its first two stages: pooling_stat 1100)",
     32,
-    img_size_h=32, img_size_w=32, patch_size=4, in_channels=1, num_classes=10, embed_dims=48, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=4, pooling_stat="1100", spike_mode="lif",
-    dvs_mode=False, TET=False,
+    img_size_h=32,
+    img_size_w=32,
+    patch_size=4,
+    in_channels=1,
+    num_classes=10,
+    embed_dims=48,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=4,
+    pooling_stat="1100",
+    spike_mode="lif",
+    dvs_mode=False,
+    TET=False,
 )
 
 _register(
@@ -110,8 +159,19 @@ _register(
         "CIFAR QKFormer runs its first stage on the full-resolution grid, and at 32x32 (1024 tokens x T=4) "
         "it trains at ~55 img/s on one core, about 1.4 epochs in 30 minutes; at 16x16 it trains ~3.5x faster."
     ),
-    img_size_h=16, img_size_w=16, patch_size=4, in_channels=1, num_classes=10, embed_dims=32, num_heads=8,
-    mlp_ratios=4, qkv_bias=False, depths=4, sr_ratios=1, T=4, proj_lif_mode="per_sample",
+    img_size_h=16,
+    img_size_w=16,
+    patch_size=4,
+    in_channels=1,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=8,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=4,
+    sr_ratios=1,
+    T=4,
+    proj_lif_mode="per_sample",
 )
 
 _register(
@@ -122,6 +182,15 @@ _register(
     "E-SpikeFormer (SDT-V3 base) dims 8/16/64/64 for Fashion-MNIST: 1x64x64, no T (multi-spike), 4 heads, "
     "6+2 transformer blocks on a 4x4 grid",
     64,
-    img_size_h=64, img_size_w=64, patch_size=16, in_channels=1, num_classes=10, embed_dim=(8, 16, 64, 64),
-    num_heads=4, mlp_ratios=4, qkv_bias=False, depths=8, sr_ratios=1,
+    img_size_h=64,
+    img_size_w=64,
+    patch_size=16,
+    in_channels=1,
+    num_classes=10,
+    embed_dim=(8, 16, 64, 64),
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=8,
+    sr_ratios=1,
 )

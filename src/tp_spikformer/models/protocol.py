@@ -32,8 +32,8 @@ schedule of the family, so that ``pruning`` never needs a table of families.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -81,8 +81,8 @@ class TPDefaults:
     keep_values: tuple[float, ...] | None = None
     fallback_fraction: float | None = None
     source: str = ""
-    protect: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
-    demote: Callable[[tuple[int, int]], "torch.Tensor | None"] | None = None
+    protect: Callable[[tuple[int, int]], torch.Tensor | None] | None = None
+    demote: Callable[[tuple[int, int]], torch.Tensor | None] | None = None
     scorer: str = "official"
 
 

@@ -159,15 +159,22 @@ class PatchEmbedInit(_SpikingConvEmbed):
     def __init__(self, in_channels: int, embed_dims: int, style: str):
         d = embed_dims
         if style == "imagenet":
-            units = [("proj", in_channels, d // 2, "proj_maxpool"), ("proj1", d // 2, d, "proj1_maxpool"),
-                     ("proj2", d, d, None)]
+            units = [
+                ("proj", in_channels, d // 2, "proj_maxpool"),
+                ("proj1", d // 2, d, "proj1_maxpool"),
+                ("proj2", d, d, None),
+            ]
             super().__init__(units, feat_after=0, res=(d // 2, d, 2))
         elif style == "cifar":
             units = [("proj", in_channels, d // 2, None), ("proj1", d // 2, d, None)]
             super().__init__(units, feat_after=0, res=(d // 2, d, 1))
         elif style == "dvs":
-            units = [("proj", in_channels, d // 8, None), ("proj1", d // 8, d // 4, "maxpool1"),
-                     ("proj2", d // 4, d // 2, "maxpool2"), ("proj3", d // 2, d, "maxpool3")]
+            units = [
+                ("proj", in_channels, d // 8, None),
+                ("proj1", d // 8, d // 4, "maxpool1"),
+                ("proj2", d // 4, d // 2, "maxpool2"),
+                ("proj3", d // 2, d, "maxpool3"),
+            ]
             super().__init__(units, feat_after=1, res=(d // 4, d, 4))
         else:  # pragma: no cover - internal
             raise ValueError(f"unknown PatchEmbedInit style {style!r}")
@@ -482,7 +489,11 @@ class HierarchicalSpikingTransformer(_QKFormerBase):
     ):
         super().__init__()
         self._init_common(num_classes, embed_dims, mlp_ratios, proj_lif_mode)
-        self.T, self.in_channels, self.img_size = check_int("T", T, hint=" (time steps)"), in_channels, (img_size_h, img_size_w)
+        self.T, self.in_channels, self.img_size = (
+            check_int("T", T, hint=" (time steps)"),
+            in_channels,
+            (img_size_h, img_size_w),
+        )
         self.depths, self.num_heads = _require_int("depths", depths), num_heads
         d = embed_dims
         self.patch_embed1 = PatchEmbedInit(in_channels, d // 4, "imagenet")
@@ -530,7 +541,11 @@ class CifarSpikingTransformer(_QKFormerBase):
     ):
         super().__init__()
         self._init_common(num_classes, embed_dims, mlp_ratios, proj_lif_mode)
-        self.T, self.in_channels, self.img_size = check_int("T", T, hint=" (time steps)"), in_channels, (img_size_h, img_size_w)
+        self.T, self.in_channels, self.img_size = (
+            check_int("T", T, hint=" (time steps)"),
+            in_channels,
+            (img_size_h, img_size_w),
+        )
         self.depths = _require_int("depths", depths)
         self.num_heads = self.forced_heads  # the passed num_heads is ignored, as officially
         d, h = embed_dims, self.forced_heads
@@ -631,8 +646,18 @@ def _imagenet_data(size: int) -> DataConfig:
     )
 
 
-def _register(name, variant, builder, description, data, official_params=None, tiny=False, notes=_MODE_NOTE,
-              frames=None, **kwargs):
+def _register(
+    name,
+    variant,
+    builder,
+    description,
+    data,
+    official_params=None,
+    tiny=False,
+    notes=_MODE_NOTE,
+    frames=None,
+    **kwargs,
+):
     register_model(
         ModelConfig(
             name=name,
@@ -670,13 +695,25 @@ def _imagenet(dim: int, heads: int, params: int, size: int = 224, acc: str = "")
         f"(imagenet/qkformer.py:QKFormer_10_{dim}(T=4); README top-1 {acc})",
         _imagenet_data(size),
         params,
-        notes=_MODE_NOTE + (
-            "" if size == 224 else
-            f" The official builder keeps img_size 224 for the {size}px run (img_size only sizes unused "
+        notes=_MODE_NOTE
+        + (
+            ""
+            if size == 224
+            else f" The official builder keeps img_size 224 for the {size}px run (img_size only sizes unused "
             "bookkeeping); the same weights layout as qkformer_10_768_imagenet."
         ),
-        T=4, img_size_h=size, img_size_w=size, patch_size=16, in_channels=3, num_classes=1000, embed_dims=dim,
-        num_heads=heads, mlp_ratios=4, qkv_bias=False, depths=10, sr_ratios=1,
+        T=4,
+        img_size_h=size,
+        img_size_w=size,
+        patch_size=16,
+        in_channels=3,
+        num_classes=1000,
+        embed_dims=dim,
+        num_heads=heads,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=10,
+        sr_ratios=1,
         proj_lif_mode=DEFAULT_PROJ_LIF_MODE,
     )
 
@@ -698,8 +735,18 @@ for _classes, _params, _file in ((10, 6_706_234, "cifar10"), (100, 6_740_884, "c
         _params,
         notes=_MODE_NOTE + " Official eval batch: val_batch_size 64. CIFAR-100 uses the CIFAR-10 mean/std, "
         "as the official cifar100.yml does.",
-        img_size_h=32, img_size_w=32, patch_size=4, in_channels=3, num_classes=_classes, embed_dims=384,
-        num_heads=8, mlp_ratios=4, qkv_bias=False, depths=4, sr_ratios=1, T=4,
+        img_size_h=32,
+        img_size_w=32,
+        patch_size=4,
+        in_channels=3,
+        num_classes=_classes,
+        embed_dims=384,
+        num_heads=8,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=4,
+        sr_ratios=1,
+        T=4,
         proj_lif_mode=DEFAULT_PROJ_LIF_MODE,
     )
 
@@ -722,8 +769,17 @@ for _name, _variant, _classes, _mlp, _file in (
         None,
         notes=_DVS_NOTE,
         frames=16,
-        img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=_classes, embed_dims=256,
-        num_heads=16, mlp_ratios=_mlp, qkv_bias=False, depths=4, sr_ratios=1,
+        img_size_h=128,
+        img_size_w=128,
+        patch_size=16,
+        in_channels=2,
+        num_classes=_classes,
+        embed_dims=256,
+        num_heads=16,
+        mlp_ratios=_mlp,
+        qkv_bias=False,
+        depths=4,
+        sr_ratios=1,
         proj_lif_mode=DEFAULT_PROJ_LIF_MODE,
     )
 
@@ -734,7 +790,17 @@ _register(
     "tiny hierarchical QKFormer for tests: dims 16/32/64, 1+2+1 blocks, 2 heads, T=2, 64px (grids 16/8/4)",
     DataConfig((3, 64, 64), crop_pct=None, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     tiny=True,
-    T=2, img_size_h=64, img_size_w=64, patch_size=16, in_channels=3, num_classes=10, embed_dims=64,
+    T=2,
+    img_size_h=64,
+    img_size_w=64,
+    patch_size=16,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=64,
     num_heads=2,
-    mlp_ratios=4, qkv_bias=False, depths=4, sr_ratios=1, proj_lif_mode=DEFAULT_PROJ_LIF_MODE,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=4,
+    sr_ratios=1,
+    proj_lif_mode=DEFAULT_PROJ_LIF_MODE,
 )

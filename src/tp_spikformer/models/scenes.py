@@ -27,9 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 from ._registry import DataConfig, ModelConfig, register_model
+from .qkformer import CifarSpikingTransformer
 from .sdt import SpikeDrivenTransformer
 from .sdt_v3 import EfficientSpikeFormer
-from .qkformer import CifarSpikingTransformer
 from .spikformer import SpikformerCifar
 
 SCENE_MEAN = (0.2860,) * 3  # the Fashion-MNIST statistics, which the initialising grey stems expect
@@ -39,11 +39,25 @@ SOURCE = "tp_spikformer: trained from scratch on single-object scenes (scripts/t
 # Results of scripts/train_scenes.sh (runs/scenes/<name>/metrics.json); None = not trained yet.
 TRAINED: dict[str, dict[str, Any] | None] = {
     "spikformer_scenes": None,
-    "sdt_scenes": {"epochs": 2, "train_minutes": 19.7, "wall_minutes": 20.1, "test_top1": 40.55,
-                   "parameters": 92_904, "init_from": "sdt_fmnist", "threads": 1},
+    "sdt_scenes": {
+        "epochs": 2,
+        "train_minutes": 19.7,
+        "wall_minutes": 20.1,
+        "test_top1": 40.55,
+        "parameters": 92_904,
+        "init_from": "sdt_fmnist",
+        "threads": 1,
+    },
     "qkformer_scenes": None,
-    "sdt_v3_scenes": {"epochs": 2, "train_minutes": 28.2, "wall_minutes": 29.6, "test_top1": 64.40,
-                      "parameters": 849_490, "init_from": "sdt_v3_fmnist", "threads": 2},
+    "sdt_v3_scenes": {
+        "epochs": 2,
+        "train_minutes": 28.2,
+        "wall_minutes": 29.6,
+        "test_top1": 64.40,
+        "parameters": 849_490,
+        "init_from": "sdt_v3_fmnist",
+        "threads": 2,
+    },
 }
 
 
@@ -61,43 +75,113 @@ def _register(name, family, variant, builder, description, size, notes="", **kwa
         )
     return register_model(
         ModelConfig(
-            name=name, family=family, variant=variant, builder=builder, kwargs=kwargs, data=_data(size),
-            num_classes=kwargs["num_classes"], T=kwargs.get("T"), source=SOURCE, description=description,
-            notes=notes, weights=f"scenes/{name}.pt" if result else None, extra=dict(result or {}),
+            name=name,
+            family=family,
+            variant=variant,
+            builder=builder,
+            kwargs=kwargs,
+            data=_data(size),
+            num_classes=kwargs["num_classes"],
+            T=kwargs.get("T"),
+            source=SOURCE,
+            description=description,
+            notes=notes,
+            weights=f"scenes/{name}.pt" if result else None,
+            extra=dict(result or {}),
         )
     )
 
 
 _register(
-    "spikformer_scenes", "spikformer", "cifar", SpikformerCifar,
+    "spikformer_scenes",
+    "spikformer",
+    "cifar",
+    SpikformerCifar,
     "Spikformer-2-32 (spikformer_fmnist with an RGB stem) for scenes: 3x56x56, T=4, 4 heads, 2 blocks on 14x14 "
-    "tokens", 56,
-    img_size_h=56, img_size_w=56, patch_size=4, in_channels=3, num_classes=10, embed_dims=32, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=4,
+    "tokens",
+    56,
+    img_size_h=56,
+    img_size_w=56,
+    patch_size=4,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=4,
 )
 
 _register(
-    "sdt_scenes", "sdt_v1", "cifar", SpikeDrivenTransformer,
+    "sdt_scenes",
+    "sdt_v1",
+    "cifar",
+    SpikeDrivenTransformer,
     "SDT-V1-2-48 (sdt_fmnist with an RGB stem) for scenes: 3x56x56, T=4, 4 heads, 2 blocks on 14x14 tokens "
-    "(pooling_stat 1100)", 56,
-    img_size_h=56, img_size_w=56, patch_size=4, in_channels=3, num_classes=10, embed_dims=48, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=4, pooling_stat="1100", spike_mode="lif",
-    dvs_mode=False, TET=False,
+    "(pooling_stat 1100)",
+    56,
+    img_size_h=56,
+    img_size_w=56,
+    patch_size=4,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=48,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=4,
+    pooling_stat="1100",
+    spike_mode="lif",
+    dvs_mode=False,
+    TET=False,
 )
 
 _register(
-    "qkformer_scenes", "qkformer", "cifar", CifarSpikingTransformer,
+    "qkformer_scenes",
+    "qkformer",
+    "cifar",
+    CifarSpikingTransformer,
     "QKFormer-4-32 (qkformer_fmnist with an RGB stem) for scenes: 3x56x56, T=4, dims 8/16/32, 8 heads (forced), "
-    "1+1+2 blocks on 56x56/28x28/14x14 grids", 56,
+    "1+1+2 blocks on 56x56/28x28/14x14 grids",
+    56,
     notes="proj_lif_mode='per_sample': trained from scratch, no batch-coupled compatibility needed.",
-    img_size_h=56, img_size_w=56, patch_size=4, in_channels=3, num_classes=10, embed_dims=32, num_heads=8,
-    mlp_ratios=4, qkv_bias=False, depths=4, sr_ratios=1, T=4, proj_lif_mode="per_sample",
+    img_size_h=56,
+    img_size_w=56,
+    patch_size=4,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=8,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=4,
+    sr_ratios=1,
+    T=4,
+    proj_lif_mode="per_sample",
 )
 
 _register(
-    "sdt_v3_scenes", "sdt_v3", "base", EfficientSpikeFormer,
+    "sdt_v3_scenes",
+    "sdt_v3",
+    "base",
+    EfficientSpikeFormer,
     "E-SpikeFormer (sdt_v3_fmnist with an RGB stem, dims 8/16/64/64) for scenes: 3x224x224 (scenes resized 2x), "
-    "no T, 4 heads, 6+2 transformer blocks on 14x14 tokens", 224,
-    img_size_h=224, img_size_w=224, patch_size=16, in_channels=3, num_classes=10, embed_dim=(8, 16, 64, 64),
-    num_heads=4, mlp_ratios=4, qkv_bias=False, depths=8, sr_ratios=1, layer_scale_init_value=None,
+    "no T, 4 heads, 6+2 transformer blocks on 14x14 tokens",
+    224,
+    img_size_h=224,
+    img_size_w=224,
+    patch_size=16,
+    in_channels=3,
+    num_classes=10,
+    embed_dim=(8, 16, 64, 64),
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=8,
+    sr_ratios=1,
+    layer_scale_init_value=None,
 )

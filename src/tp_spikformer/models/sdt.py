@@ -43,7 +43,9 @@ class SpikingPatchSplitting(nn.Module):
     """``MS_SPS``: four 3x3 conv-BN(-LIF) stages with optional max-pools, plus a conv-BN position
     encoding added to the (analog) last BN output. Input and output ``[T, B, C, H, W]``."""
 
-    def __init__(self, in_channels: int, embed_dims: int, pooling_stat: str = "1111", spike_mode: str = "lif"):
+    def __init__(
+        self, in_channels: int, embed_dims: int, pooling_stat: str = "1111", spike_mode: str = "lif"
+    ):
         super().__init__()
         if len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
             raise UsageError(f"pooling_stat must be four '0'/'1' characters, got {pooling_stat!r}")
@@ -122,7 +124,9 @@ class SpikeDrivenSelfAttention(nn.Module):
         x = self.shortcut_lif(x).flatten(0, 1)  # [T*B, C, N]
         return tuple(
             getattr(self, f"{n}_lif")(
-                pointwise_conv_bn(x, getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn")).unflatten(0, (t, b))
+                pointwise_conv_bn(x, getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn")).unflatten(
+                    0, (t, b)
+                )
             )
             for n in ("q", "k", "v")
         )  # each [T, B, C, N]
@@ -189,7 +193,9 @@ class SpikeDrivenBlock(TokenBlock):
 
     token_layout = "TBCHW"
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, spike_mode: str = "lif", dvs: bool = False):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, spike_mode: str = "lif", dvs: bool = False
+    ):
         super().__init__()
         self.attn = SpikeDrivenSelfAttention(dim, num_heads=num_heads, spike_mode=spike_mode, dvs=dvs)
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), spike_mode=spike_mode)
@@ -262,7 +268,10 @@ class SpikeDrivenTransformer(SpikingTransformer):
     def stage_info(self) -> list[dict]:
         """One stage output per block (timm's ViT convention): ``[T, B, C, H/r, W/r]``."""
         r = self.patch_embed.downsample
-        return [{"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(len(self.block))]
+        return [
+            {"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"}
+            for i in range(len(self.block))
+        ]
 
     def stage_outputs(self, x: torch.Tensor):
         x = self.patch_embed(self.prepare_input(x))  # [T, B, C, H', W']
@@ -304,7 +313,9 @@ def _init_weights(m: nn.Module) -> None:
 for _variant in ("imagenet", "cifar", "cifar10dvs", "gesture"):
     register_official_class("sdt_v1", _variant, SpikeDrivenTransformer)
 
-_IMAGENET_DATA = DataConfig((3, 224, 224), crop_pct=0.95, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_IMAGENET_DATA = DataConfig(
+    (3, 224, 224), crop_pct=0.95, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
 
 
 def _register(name, variant, description, data, official_params=None, tiny=False, **kwargs):
@@ -333,9 +344,22 @@ def _imagenet(depth: int, dim: int, params: int, conf: str) -> None:
         f"SDT-V1-{depth}-{dim} ImageNet-1k, T=4, 224px ({conf})",
         _IMAGENET_DATA,
         params,
-        img_size_h=224, img_size_w=224, patch_size=16, in_channels=3, num_classes=1000, embed_dims=dim,
-        num_heads=8, mlp_ratios=4, qkv_bias=False, depths=depth, sr_ratios=1, T=4, pooling_stat="1111",
-        spike_mode="lif", dvs_mode=False, TET=False,
+        img_size_h=224,
+        img_size_w=224,
+        patch_size=16,
+        in_channels=3,
+        num_classes=1000,
+        embed_dims=dim,
+        num_heads=8,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=depth,
+        sr_ratios=1,
+        T=4,
+        pooling_stat="1111",
+        spike_mode="lif",
+        dvs_mode=False,
+        TET=False,
     )
 
 
@@ -353,9 +377,22 @@ for _classes, _mean, _std in ((10, CIFAR10_MEAN, CIFAR10_STD), (100, CIFAR100_ME
             f"SDT-V1-2-{_dim} CIFAR-{_classes}, T=4, 32px (conf/cifar{_classes}/2_{_dim}_300E_t4.yml)",
             DataConfig((3, 32, 32), crop_pct=None, mean=_mean, std=_std),
             _params,
-            img_size_h=32, img_size_w=32, patch_size=4, in_channels=3, num_classes=_classes, embed_dims=_dim,
-            num_heads=8, mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=4, pooling_stat="0011",
-            spike_mode="lif", dvs_mode=False, TET=False,
+            img_size_h=32,
+            img_size_w=32,
+            patch_size=4,
+            in_channels=3,
+            num_classes=_classes,
+            embed_dims=_dim,
+            num_heads=8,
+            mlp_ratios=4,
+            qkv_bias=False,
+            depths=2,
+            sr_ratios=1,
+            T=4,
+            pooling_stat="0011",
+            spike_mode="lif",
+            dvs_mode=False,
+            TET=False,
         )
 
 _register(
@@ -364,9 +401,22 @@ _register(
     "SDT-V1-2-256 CIFAR10-DVS, 64x64 frames, T=10, DVS (Erode) mode, TET (conf/cifar10-dvs/2_256_200E_t10_TET.yml)",
     DataConfig((2, 64, 64), event_frames=True),
     2_566_794,
-    img_size_h=64, img_size_w=64, patch_size=16, in_channels=2, num_classes=10, embed_dims=256, num_heads=8,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=10, pooling_stat="0011", spike_mode="lif",
-    dvs_mode=True, TET=True,
+    img_size_h=64,
+    img_size_w=64,
+    patch_size=16,
+    in_channels=2,
+    num_classes=10,
+    embed_dims=256,
+    num_heads=8,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=10,
+    pooling_stat="0011",
+    spike_mode="lif",
+    dvs_mode=True,
+    TET=True,
 )
 for _t in (10, 16):
     _register(
@@ -375,9 +425,22 @@ for _t in (10, 16):
         f"SDT-V1-2-256 DVS128 Gesture, 128x128 frames, T={_t} (conf/gesture/2_256_200E_t{_t}.yml)",
         DataConfig((2, 128, 128), event_frames=True),
         None,
-        img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=11, embed_dims=256,
-        num_heads=8, mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=_t, pooling_stat="0111",
-        spike_mode="lif", dvs_mode=False, TET=False,
+        img_size_h=128,
+        img_size_w=128,
+        patch_size=16,
+        in_channels=2,
+        num_classes=11,
+        embed_dims=256,
+        num_heads=8,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=2,
+        sr_ratios=1,
+        T=_t,
+        pooling_stat="0111",
+        spike_mode="lif",
+        dvs_mode=False,
+        TET=False,
     )
 
 _register(
@@ -386,7 +449,20 @@ _register(
     "tiny SDT-V1 for tests: 2 blocks of dim 32, T=2, 32px, 8x8 tokens",
     DataConfig((3, 32, 32), crop_pct=None, mean=CIFAR10_MEAN, std=CIFAR10_STD),
     tiny=True,
-    img_size_h=32, img_size_w=32, patch_size=8, in_channels=3, num_classes=10, embed_dims=32, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=2, pooling_stat="0011", spike_mode="lif",
-    dvs_mode=False, TET=False,
+    img_size_h=32,
+    img_size_w=32,
+    patch_size=8,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=2,
+    pooling_stat="0011",
+    spike_mode="lif",
+    dvs_mode=False,
+    TET=False,
 )

@@ -56,7 +56,9 @@ SOURCE = (
 )
 
 
-def _conv_bn(in_ch: int, out_ch: int, kernel_size: int = 1, padding: int = 0, groups: int = 1) -> nn.Sequential:
+def _conv_bn(
+    in_ch: int, out_ch: int, kernel_size: int = 1, padding: int = 0, groups: int = 1
+) -> nn.Sequential:
     """``Sequential(Conv2d without bias, BatchNorm2d)`` (keys ``.0.weight``, ``.1.*``)."""
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel_size, stride=1, padding=padding, groups=groups, bias=False),
@@ -68,7 +70,12 @@ class SpikeDownsampling(nn.Module):
     """``MS_DownSampling``: ``[MultiSpike ->] Conv2d (with bias) -> BN``; the first one reads the image."""
 
     def __init__(
-        self, in_channels: int, embed_dims: int, kernel_size: int = 3, stride: int = 2, padding: int = 1,
+        self,
+        in_channels: int,
+        embed_dims: int,
+        kernel_size: int = 3,
+        stride: int = 2,
+        padding: int = 1,
         first_layer: bool = True,
     ):
         super().__init__()
@@ -193,14 +200,20 @@ class SepConvTransformerBlock(TokenBlock):
 
     token_layout = "BCHW"
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4, layer_scale_init_value: float | None = None):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4, layer_scale_init_value: float | None = None
+    ):
         super().__init__()
         self.conv = SepConvSpike(dim, kernel_size=3, padding=1)
         self.attn = LinearSpikeAttention(dim, num_heads=num_heads, lamda_ratio=4)
         self.mlp = SpikeMLP(dim, int(dim * mlp_ratio))
-        if layer_scale_init_value is not None:  # the official segmentation backbone's per-channel branch scales
+        if (
+            layer_scale_init_value is not None
+        ):  # the official segmentation backbone's per-channel branch scales
             for i in (1, 2, 3):
-                setattr(self, f"layer_scale{i}", nn.Parameter(torch.full((dim,), float(layer_scale_init_value))))
+                setattr(
+                    self, f"layer_scale{i}", nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
+                )
 
     @property
     def has_layer_scale(self) -> bool:
@@ -266,9 +279,13 @@ class EfficientSpikeFormer(SpikingTransformer):
                 f"embed_dim needs 4 stage widths (e.g. [64, 128, 256, 360] for the 19M model), got {embed_dim}"
             )
         if not isinstance(num_heads, int):
-            raise UsageTypeError(f"num_heads must be one int shared by all blocks (official builders use 8), got {num_heads!r}")
+            raise UsageTypeError(
+                f"num_heads must be one int shared by all blocks (official builders use 8), got {num_heads!r}"
+            )
         if embed_dim[0] % 2:
-            raise UsageError(f"embed_dim[0] must be even (the stem starts at embed_dim[0] // 2), got {embed_dim[0]}")
+            raise UsageError(
+                f"embed_dim[0] must be even (the stem starts at embed_dim[0] // 2), got {embed_dim[0]}"
+            )
         for d in embed_dim[2:]:
             if d % num_heads:
                 raise UsageError(f"embed_dim {embed_dim}: {d} is not divisible by num_heads={num_heads}")
@@ -407,8 +424,18 @@ for _size, _dims, _params, _label in (
         f"(Model_Base/models.py:Efficient_Spiking_Transformer_{_size})",
         _IMAGENET_DATA,
         _params,
-        img_size_h=224, img_size_w=224, patch_size=16, embed_dim=_dims, num_heads=8, mlp_ratios=4,
-        in_channels=3, num_classes=1000, qkv_bias=False, depths=8, sr_ratios=1, layer_scale_init_value=None,
+        img_size_h=224,
+        img_size_w=224,
+        patch_size=16,
+        embed_dim=_dims,
+        num_heads=8,
+        mlp_ratios=4,
+        in_channels=3,
+        num_classes=1000,
+        qkv_bias=False,
+        depths=8,
+        sr_ratios=1,
+        layer_scale_init_value=None,
     )
 
 _register(
@@ -416,6 +443,16 @@ _register(
     "tiny SDT-V3 base for tests: dims 8/16/32/32, 4 heads, 6+2 blocks, 64px, 4x4 tokens, 10 classes",
     DataConfig((3, 64, 64), crop_pct=None, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     tiny=True,
-    img_size_h=64, img_size_w=64, patch_size=16, embed_dim=(8, 16, 32, 32), num_heads=4, mlp_ratios=4,
-    in_channels=3, num_classes=10, qkv_bias=False, depths=8, sr_ratios=1, layer_scale_init_value=None,
+    img_size_h=64,
+    img_size_w=64,
+    patch_size=16,
+    embed_dim=(8, 16, 32, 32),
+    num_heads=4,
+    mlp_ratios=4,
+    in_channels=3,
+    num_classes=10,
+    qkv_bias=False,
+    depths=8,
+    sr_ratios=1,
+    layer_scale_init_value=None,
 )

@@ -77,13 +77,25 @@ SOURCES = {
 #   "qk":        ((Q @ K^T) @ V) * scale        (N x N; DVS)
 _VARIANTS = {
     "imagenet": {
-        "attn_layer": "conv1d", "mlp_layer": "conv2d", "order": "kv", "scale": 0.125, "pools": "1111"
+        "attn_layer": "conv1d",
+        "mlp_layer": "conv2d",
+        "order": "kv",
+        "scale": 0.125,
+        "pools": "1111",
     },
     "cifar": {
-        "attn_layer": "linear", "mlp_layer": "linear", "order": "qk_scaled", "scale": 0.125, "pools": "0011"
+        "attn_layer": "linear",
+        "mlp_layer": "linear",
+        "order": "qk_scaled",
+        "scale": 0.125,
+        "pools": "0011",
     },
     "cifar10dvs": {
-        "attn_layer": "conv1d", "mlp_layer": "conv1d", "order": "qk", "scale": 0.25, "pools": "1111"
+        "attn_layer": "conv1d",
+        "mlp_layer": "conv1d",
+        "order": "qk",
+        "scale": 0.25,
+        "pools": "1111",
     },
 }
 
@@ -317,7 +329,9 @@ class _Spikformer(SpikingTransformer):
     def stage_info(self) -> list[dict]:
         """One stage output per block (timm's ViT convention): ``[T, B, C, H/r, W/r]``."""
         r = self.patch_embed.downsample
-        return [{"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(self.depths)]
+        return [
+            {"num_chs": self.embed_dims, "reduction": r, "module": f"block.{i}"} for i in range(self.depths)
+        ]
 
     def stage_outputs(self, x: torch.Tensor):
         x = self.patch_embed(self.prepare_input(x))  # [T, B, C, H', W']
@@ -332,8 +346,12 @@ class _Spikformer(SpikingTransformer):
             ratios = (0.9,)
         else:
             ratios = tuple(round(0.9 - i * 0.2 / (num_blocks - 1), 6) for i in range(num_blocks))
-        return TPDefaults(window=3, keep_rule="side_ratio", keep_values=ratios,
-                          source="ours: side ratio falling linearly from 0.9 to 0.7 (no official TP code)")
+        return TPDefaults(
+            window=3,
+            keep_rule="side_ratio",
+            keep_values=ratios,
+            source="ours: side ratio falling linearly from 0.9 to 0.7 (no official TP code)",
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Official readout: mean over tokens, mean over T, then the Linear ``head``."""
@@ -374,9 +392,17 @@ class SpikformerImageNet(_Spikformer):
         if T is None:
             raise UsageError("SpikformerImageNet needs a time-step count T (the official forward uses 4)")
         self._build(
-            img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size, in_channels=in_channels,
-            num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
-            depths=depths, norm_layer=norm_layer, T=T,
+            img_size_h=img_size_h,
+            img_size_w=img_size_w,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            mlp_ratios=mlp_ratios,
+            depths=depths,
+            norm_layer=norm_layer,
+            T=T,
         )
         self._build_head()
 
@@ -413,9 +439,17 @@ class SpikformerCifar(_Spikformer):
         if T is None:
             raise UsageError("SpikformerCifar needs a number of time steps T (cifar10.yml uses 4)")
         self._build(
-            img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size, in_channels=in_channels,
-            num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
-            depths=depths, norm_layer=norm_layer, T=T,
+            img_size_h=img_size_h,
+            img_size_w=img_size_w,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            mlp_ratios=mlp_ratios,
+            depths=depths,
+            norm_layer=norm_layer,
+            T=T,
         )
         self._build_head()
 
@@ -454,9 +488,17 @@ class SpikformerCifar10DVS(_Spikformer):
     ):
         super().__init__()
         self._build(
-            img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size, in_channels=in_channels,
-            num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
-            depths=depths, norm_layer=norm_layer, T=T,
+            img_size_h=img_size_h,
+            img_size_w=img_size_w,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            mlp_ratios=mlp_ratios,
+            depths=depths,
+            norm_layer=norm_layer,
+            T=T,
         )
         if not (isinstance(self.patch_size, tuple) and len(self.patch_size) == 2):
             raise UsageError(f"patch_size must be an int or a pair of ints (sizes pos_embed): {patch_size!r}")
@@ -520,8 +562,18 @@ def _imagenet(depth: int, dim: int, heads: int, params: int | None, how: str) ->
         f"the spikformer() builder builds it{how}; eval as imagenet/imagenet.yml (crop_pct 1.0, bicubic)",
         _IMAGENET_DATA,
         params,
-        img_size_h=224, img_size_w=224, patch_size=16, in_channels=3, num_classes=1000, embed_dims=dim,
-        num_heads=heads, mlp_ratios=4, qkv_bias=False, depths=depth, sr_ratios=1, T=4,
+        img_size_h=224,
+        img_size_w=224,
+        patch_size=16,
+        in_channels=3,
+        num_classes=1000,
+        embed_dims=dim,
+        num_heads=heads,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=depth,
+        sr_ratios=1,
+        T=4,
     )
 
 
@@ -551,8 +603,18 @@ for (_depth, _dim), (_heads, _how) in _CIFAR_HEADS.items():
             DataConfig((3, 32, 32), crop_pct=None, mean=_mean, std=_std),
             _CIFAR_PARAMS.get((_depth, _dim, _classes)),
             notes=_ASSUMED if (_depth, _dim) != (4, 384) else "",
-            img_size_h=32, img_size_w=32, patch_size=4, in_channels=3, num_classes=_classes, embed_dims=_dim,
-            num_heads=_heads, mlp_ratios=4, qkv_bias=False, depths=_depth, sr_ratios=1, T=4,
+            img_size_h=32,
+            img_size_w=32,
+            patch_size=4,
+            in_channels=3,
+            num_classes=_classes,
+            embed_dims=_dim,
+            num_heads=_heads,
+            mlp_ratios=4,
+            qkv_bias=False,
+            depths=_depth,
+            sr_ratios=1,
+            T=4,
         )
 
 for _name, _classes, _params, _what in (
@@ -566,8 +628,18 @@ for _name, _classes, _params, _what in (
         f"spikformer() builder builds it; raw event-count frames, no normalisation",
         _DVS_DATA,
         _params,
-        img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=_classes, embed_dims=256,
-        num_heads=16, mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=16,
+        img_size_h=128,
+        img_size_w=128,
+        patch_size=16,
+        in_channels=2,
+        num_classes=_classes,
+        embed_dims=256,
+        num_heads=16,
+        mlp_ratios=4,
+        qkv_bias=False,
+        depths=2,
+        sr_ratios=1,
+        T=16,
     )
 
 _register(
@@ -576,6 +648,16 @@ _register(
     "tiny Spikformer (CIFAR code) for tests: 2 blocks of dim 32, 4 heads, T=2, 32px, 8x8 tokens",
     DataConfig((3, 32, 32), crop_pct=None, mean=CIFAR10_MEAN, std=CIFAR10_STD),
     tiny=True,
-    img_size_h=32, img_size_w=32, patch_size=4, in_channels=3, num_classes=10, embed_dims=32, num_heads=4,
-    mlp_ratios=4, qkv_bias=False, depths=2, sr_ratios=1, T=2,
+    img_size_h=32,
+    img_size_w=32,
+    patch_size=4,
+    in_channels=3,
+    num_classes=10,
+    embed_dims=32,
+    num_heads=4,
+    mlp_ratios=4,
+    qkv_bias=False,
+    depths=2,
+    sr_ratios=1,
+    T=2,
 )

@@ -25,8 +25,9 @@ all its tokens it runs its own forward, so keep-all is the dense model bit for b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,9 +144,24 @@ def apply_tp(
     options not passed keep their current values. Raises when the model has no patchable block or one that
     cannot run on a subset of tokens.
     """
-    options = {k: v for k, v in dict(keep=keep, scorer=scorer, window=window, mode=mode, cumulative=cumulative,
-                                     gather_order=gather_order, protect=protect, demote=demote, record=record, seed=seed,
-                                     check=check, enabled=enabled).items() if v is not _UNSET}
+    options = {
+        k: v
+        for k, v in dict(
+            keep=keep,
+            scorer=scorer,
+            window=window,
+            mode=mode,
+            cumulative=cumulative,
+            gather_order=gather_order,
+            protect=protect,
+            demote=demote,
+            record=record,
+            seed=seed,
+            check=check,
+            enabled=enabled,
+        ).items()
+        if v is not _UNSET
+    }
     if options.get("window", _UNSET) is None:
         del options["window"]  # None = keep the current / default window
     if is_patched(model):
@@ -157,8 +173,11 @@ def apply_tp(
             f"apply_tp found no transformer block in {type(model).__name__}: it patches blocks deriving from "
             "tp_spikformer.models.TokenBlock (every model from create_model(...) has them)"
         )
-    refused = [(n, b.unsupported_reason or "declares supports_token_subset=False") for n, b in blocks
-               if not b.supports_token_subset]
+    refused = [
+        (n, b.unsupported_reason or "declares supports_token_subset=False")
+        for n, b in blocks
+        if not b.supports_token_subset
+    ]
     if refused:
         raise UsageError(
             "these blocks cannot run on a subset of tokens, so TP cannot be applied:\n"
@@ -184,8 +203,13 @@ def apply_tp(
         module._tp_original_class = module.__class__
         module.__class__ = _root_class(module.__class__)
     model._tp_state = state
-    _log.info("TP applied to %d blocks (%s): keep=%s scorer=%s", len(blocks), ", ".join(state.block_names),
-              state.keep, state.scorer_name)
+    _log.info(
+        "TP applied to %d blocks (%s): keep=%s scorer=%s",
+        len(blocks),
+        ", ".join(state.block_names),
+        state.keep,
+        state.scorer_name,
+    )
     return state
 
 
@@ -203,15 +227,18 @@ def _entry_modules(model: nn.Module) -> list[nn.Module]:
 def _find_defaults(model: nn.Module, num_blocks: int) -> TPDefaults | None:
     """The TP defaults the model (or, for a wrapper such as a detector, its first sub-model) declares; on a
     model built with ``official_arithmetic=True`` the default scorer is ``official_literal``."""
-    for name, m in model.named_modules():
+    for _name, m in model.named_modules():
         fn = getattr(m, "tp_defaults", None)
         if callable(fn):
             defaults = fn(num_blocks)
             if getattr(m, "official_arithmetic", False) and defaults.scorer == "official":
                 defaults = replace(defaults, scorer="official_literal")
             return defaults
-    _log.info("%s declares no TP defaults (tp_defaults): scorer window %d; keep must be given",
-              type(model).__name__, FALLBACK_WINDOW)
+    _log.info(
+        "%s declares no TP defaults (tp_defaults): scorer window %d; keep must be given",
+        type(model).__name__,
+        FALLBACK_WINDOW,
+    )
     return None
 
 
@@ -267,8 +294,17 @@ def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> 
         # every token of the input runs (n_alive >= k = n_in: none was stopped before): the block's own
         # forward, bit for bit the dense computation
         if st.record:
-            st.records.append(BlockRecord(name, (h, w), kept=k, total=n_in,
-                                          indices=st.positions if compact else None, index=i, call=call))
+            st.records.append(
+                BlockRecord(
+                    name,
+                    (h, w),
+                    kept=k,
+                    total=n_in,
+                    indices=st.positions if compact else None,
+                    index=i,
+                    call=call,
+                )
+            )
         return super(_TPBlockMixin, block).forward(x)
 
     with torch.no_grad():
@@ -276,14 +312,26 @@ def _pruned_forward(block: TokenBlock, st: TPState, i: int, x: torch.Tensor) -> 
     protect = st.protect_mask((h, w), batch, x.device)
     if protect is not None and st.checking:
         _check_protected(st, name, protect, k, alive)
-    index = top_tokens(scores, k, alive, protect, st.demote_mask((h, w), batch, x.device))  # [B, k], best first
+    index = top_tokens(
+        scores, k, alive, protect, st.demote_mask((h, w), batch, x.device)
+    )  # [B, k], best first
     if st.gather_order == "score" or (st.gather_order == "auto" and block.order_sensitive):
         gather_index = index
     else:
         gather_index = index.sort(dim=1).values  # raster order
     if st.record:
-        st.records.append(BlockRecord(name, (h, w), kept=k, total=n_in, indices=index.detach(),
-                                      scores=scores.detach(), index=i, call=call))
+        st.records.append(
+            BlockRecord(
+                name,
+                (h, w),
+                kept=k,
+                total=n_in,
+                indices=index.detach(),
+                scores=scores.detach(),
+                index=i,
+                call=call,
+            )
+        )
     if st.cumulative:
         mask = torch.zeros(batch, n_grid, dtype=torch.bool, device=index.device)
         st.alive, st.alive_grid, st.alive_count = mask.scatter_(1, index, True), (h, w), k
@@ -322,8 +370,9 @@ def run_parts(block: TokenBlock, x: torch.Tensor, index: torch.Tensor) -> torch.
     return scatter_tokens(full, index, carry[0]).unflatten(-1, grid)
 
 
-def _expand_compact(t: torch.Tensor, slot: int, full: torch.Tensor, index: torch.Tensor,
-                    grid: tuple[int, int]) -> torch.Tensor:
+def _expand_compact(
+    t: torch.Tensor, slot: int, full: torch.Tensor, index: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
     base = full if slot == 0 else zeros_tokens_like(t, grid[0] * grid[1])
     return scatter_tokens(base, index, t).unflatten(-1, grid)
 
@@ -339,7 +388,9 @@ def _alive(st: TPState, grid: tuple[int, int], batch: int) -> tuple[torch.Tensor
     return None, None
 
 
-def _check_protected(st: TPState, name: str, protect: torch.Tensor, k: int, alive: torch.Tensor | None) -> None:
+def _check_protected(
+    st: TPState, name: str, protect: torch.Tensor, k: int, alive: torch.Tensor | None
+) -> None:
     """Protected tokens must fit in the keep count (and still be alive): reads the mask on the host."""
     most = int(protect.sum(dim=1).max())
     if most > k:
@@ -348,8 +399,10 @@ def _check_protected(st: TPState, name: str, protect: torch.Tensor, k: int, aliv
             "(protected tokens count toward the keep count) or protect fewer"
         )
     if alive is not None and bool((protect & ~alive).any()):
-        raise UsageError(f"block {name}: a protected token was already stopped by an earlier block "
-                         "(cumulative / drop mode); protect it from the first pruned block on")
+        raise UsageError(
+            f"block {name}: a protected token was already stopped by an earlier block "
+            "(cumulative / drop mode); protect it from the first pruned block on"
+        )
 
 
 def _score(block: TokenBlock, st: TPState, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -363,12 +416,18 @@ def _score(block: TokenBlock, st: TPState, x: torch.Tensor, grid: tuple[int, int
     try:
         scores = st.scorer(xs, ctx)
     except (ValueError, TypeError) as err:
-        raise type(err)(f"scorer {st.scorer_name!r} failed on block {st.block_names[block._tp_index]}: {err}") from err
+        raise type(err)(
+            f"scorer {st.scorer_name!r} failed on block {st.block_names[block._tp_index]}: {err}"
+        ) from err
     if not isinstance(scores, torch.Tensor):
-        raise UsageTypeError(f"scorer {st.scorer_name!r} returned {type(scores).__name__}; it must return a tensor [B, H*W]")
+        raise UsageTypeError(
+            f"scorer {st.scorer_name!r} returned {type(scores).__name__}; it must return a tensor [B, H*W]"
+        )
     expected = (xs.shape[1], grid[0] * grid[1])
     if tuple(scores.shape) != expected:
-        raise UsageError(f"scorer {st.scorer_name!r} returned shape {list(scores.shape)}, expected {list(expected)}")
+        raise UsageError(
+            f"scorer {st.scorer_name!r} returned shape {list(scores.shape)}, expected {list(expected)}"
+        )
     if st.checking and not bool(torch.isfinite(scores).all()):
         raise UsageError(f"scorer {st.scorer_name!r} returned NaN/Inf scores")
     return scores

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UsageError, UsageTypeError
 
@@ -92,8 +93,11 @@ class KeepSchedule:
                 f"blocks{names}{made_for}; give one value per block or a single value for all"
             )
         if self.block_names and block_names and tuple(block_names) != self.block_names:
-            warnings.warn(f"the keep schedule {self} was made for blocks {list(self.block_names)} but is applied "
-                          f"to blocks {list(block_names)}; check that it belongs to this model", stacklevel=3)
+            warnings.warn(
+                f"the keep schedule {self} was made for blocks {list(self.block_names)} but is applied "
+                f"to blocks {list(block_names)}; check that it belongs to this model",
+                stacklevel=3,
+            )
 
     def value_for(self, block: int) -> float | int:
         return self.values[block] if self.per_block else self.values
@@ -198,7 +202,9 @@ def parse_keep(spec: Any) -> KeepSchedule | str:
             rule, vals = "fraction", text
         rule = rule.strip()
         if rule not in RULES:
-            raise UsageError(f"unknown keep rule {rule!r} in {spec!r}; use 'official' or one of {RULES}, e.g. 'side_ratio:0.9,0.8'")
+            raise UsageError(
+                f"unknown keep rule {rule!r} in {spec!r}; use 'official' or one of {RULES}, e.g. 'side_ratio:0.9,0.8'"
+            )
         try:
             numbers = [float(v) for v in vals.split(",") if v.strip()]
         except ValueError:

@@ -16,8 +16,8 @@ O(C^2*k^2*H*W) convolution; ``official_literal`` is the literal convolution, kep
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,10 @@ def scorer_names() -> list[str]:
 
 def describe_scorers() -> list[tuple[str, str]]:
     """``(name, first line of its docstring)`` for every registered scorer, sorted by name."""
-    return [(n, ((_SCORERS[n].__doc__ or "").strip().splitlines() or ["(no description)"])[0]) for n in scorer_names()]
+    return [
+        (n, ((_SCORERS[n].__doc__ or "").strip().splitlines() or ["(no description)"])[0])
+        for n in scorer_names()
+    ]
 
 
 def _check(x: torch.Tensor) -> None:
@@ -229,7 +232,9 @@ def paper_temporal(x: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
     if not ctx.has_time:
         raise UsageError("the temporal scorer needs a time axis; this model (SDT-V3) has none")
     # per step: mean over channels of |X_1| (t = 1) or |X_t - X_{t-1}|  -> [T, B, N]
-    d = torch.stack([(x[t] - x[t - 1] if t else x[0]).abs().mean(dim=1).flatten(1) for t in range(x.shape[0])])
+    d = torch.stack(
+        [(x[t] - x[t - 1] if t else x[0]).abs().mean(dim=1).flatten(1) for t in range(x.shape[0])]
+    )
     return _normalise_per_step(d).mean(dim=0)
 
 

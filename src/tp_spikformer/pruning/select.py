@@ -10,7 +10,10 @@ import torch
 
 
 def top_tokens(
-    scores: torch.Tensor, k: int, alive: torch.Tensor | None = None, protect: torch.Tensor | None = None,
+    scores: torch.Tensor,
+    k: int,
+    alive: torch.Tensor | None = None,
+    protect: torch.Tensor | None = None,
     demote: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Indices ``[B, k]`` of the ``k`` best tokens per sample, best first; ties go to the lower index.

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -66,11 +67,28 @@ class TPState:
     ``cumulative``, ``gather_order``, ``protect``, ``record``, ``seed``, ``check``.
     """
 
-    _CONFIG = ("keep", "scorer", "window", "mode", "cumulative", "gather_order", "protect", "demote", "record",
-               "seed", "check", "enabled")
+    _CONFIG = (
+        "keep",
+        "scorer",
+        "window",
+        "mode",
+        "cumulative",
+        "gather_order",
+        "protect",
+        "demote",
+        "record",
+        "seed",
+        "check",
+        "enabled",
+    )
 
-    def __init__(self, block_names: list[str], family: str | None, defaults: TPDefaults | None,
-                 supports_drop: bool = False):
+    def __init__(
+        self,
+        block_names: list[str],
+        family: str | None,
+        defaults: TPDefaults | None,
+        supports_drop: bool = False,
+    ):
         self.block_names = list(block_names)
         self.family = family
         self.defaults = defaults
@@ -115,13 +133,23 @@ class TPState:
                 "method); pass a schedule, e.g. keep=0.5 or keep=[...] with one fraction per patched block"
             )
         if d.keep_rule is not None and d.keep_values is not None:
-            return KeepSchedule(d.keep_rule, tuple(d.keep_values) if len(d.keep_values) > 1 else d.keep_values[0])
+            return KeepSchedule(
+                d.keep_rule, tuple(d.keep_values) if len(d.keep_values) > 1 else d.keep_values[0]
+            )
         if d.fallback_fraction is not None:
-            _log.info("no official %s schedule for %d patched blocks (%s): keep='official' is keep=%g in every "
-                      "block", self.family, len(self.block_names), d.source, d.fallback_fraction)
+            _log.info(
+                "no official %s schedule for %d patched blocks (%s): keep='official' is keep=%g in every "
+                "block",
+                self.family,
+                len(self.block_names),
+                d.source,
+                d.fallback_fraction,
+            )
             return fraction(d.fallback_fraction)
-        raise UsageError(f"the model declares no official keep schedule for {len(self.block_names)} blocks; "
-                         "pass keep=... (a fraction, a per-block list or a KeepSchedule)")
+        raise UsageError(
+            f"the model declares no official keep schedule for {len(self.block_names)} blocks; "
+            "pass keep=... (a fraction, a per-block list or a KeepSchedule)"
+        )
 
     @property
     def scorer(self) -> Scorer:
@@ -146,7 +174,11 @@ class TPState:
 
     @window.setter
     def window(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_WINDOW and value % 2):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (1 <= value <= MAX_WINDOW and value % 2)
+        ):
             raise UsageError(f"window must be an odd integer from 1 to {MAX_WINDOW}, got {value!r}")
         self._window = value
         self._changed()
@@ -250,7 +282,7 @@ class TPState:
     def enabled(self, value: bool) -> None:
         self._enabled = _bool("enabled", value)
 
-    def configure(self, **options: Any) -> "TPState":
+    def configure(self, **options: Any) -> TPState:
         """Set several options at once, all or nothing: on any error the state is left as it was.
 
         ``keep`` is resolved last, so ``configure(keep="official", ...)`` sees the other new options.
@@ -270,7 +302,10 @@ class TPState:
         return self
 
     def _settings(self) -> tuple:
-        return tuple(id(v) if isinstance(v, torch.Tensor) else v for v in (getattr(self, f"_{n}") for n in self._CONFIG))
+        return tuple(
+            id(v) if isinstance(v, torch.Tensor) else v
+            for v in (getattr(self, f"_{n}") for n in self._CONFIG)
+        )
 
     def _changed(self) -> None:
         self._version += 1
@@ -323,16 +358,26 @@ class TPState:
         """The demoted tokens of a ``grid`` as bool ``[B, H*W]`` (None: none)."""
         return self._mask("demote", self._demote, grid, batch, device)
 
-    def _mask(self, what: str, spec: ProtectSpec, grid: tuple[int, int], batch: int,
-              device: torch.device) -> torch.Tensor | None:
+    def _mask(
+        self, what: str, spec: ProtectSpec, grid: tuple[int, int], batch: int, device: torch.device
+    ) -> torch.Tensor | None:
         if spec is None:
             return None
         mask = spec(grid) if callable(spec) else spec
         if mask is None:
             return None
         n = grid[0] * grid[1]
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape[-1] != n or mask.dim() not in (1, 2):
-            got = f"shape {list(mask.shape)}, dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        if (
+            not isinstance(mask, torch.Tensor)
+            or mask.dtype != torch.bool
+            or mask.shape[-1] != n
+            or mask.dim() not in (1, 2)
+        ):
+            got = (
+                f"shape {list(mask.shape)}, dtype {mask.dtype}"
+                if isinstance(mask, torch.Tensor)
+                else type(mask).__name__
+            )
             raise UsageError(
                 f"state.{what} gave {got} for a {grid[0]}x{grid[1]} grid; expected a bool mask [{n}] or "
                 f"[B, {n}] (a model with several grids needs a callable (H, W) -> mask or None)"
@@ -356,29 +401,42 @@ class TPState:
         return sum(r.kept for r in self.records) / sum(r.grid[0] * r.grid[1] for r in self.records)
 
     def summary(self) -> str:
-        lines = [f"TP on {len(self.block_names)} blocks: scorer={self.scorer_name} keep={self.keep} "
-                 f"window={self.window} mode={self.mode} cumulative={self.cumulative}"]
+        lines = [
+            f"TP on {len(self.block_names)} blocks: scorer={self.scorer_name} keep={self.keep} "
+            f"window={self.window} mode={self.mode} cumulative={self.cumulative}"
+        ]
         if not self.records:
             lines += [f"  {name}: (not run yet)" for name in self.block_names]
         for rec in self.records:
             again = f" (call {rec.call + 1})" if rec.call else ""
-            lines.append(f"  {rec.name}{again}: {rec.kept}/{rec.grid[0] * rec.grid[1]} tokens on "
-                         f"{rec.grid[0]}x{rec.grid[1]}")
+            lines.append(
+                f"  {rec.name}{again}: {rec.kept}/{rec.grid[0] * rec.grid[1]} tokens on "
+                f"{rec.grid[0]}x{rec.grid[1]}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"TPState(blocks={len(self.block_names)}, keep={self.keep}, scorer={self.scorer_name}, "
-                f"window={self.window}, mode={self.mode}, cumulative={self.cumulative})")
+        return (
+            f"TPState(blocks={len(self.block_names)}, keep={self.keep}, scorer={self.scorer_name}, "
+            f"window={self.window}, mode={self.mode}, cumulative={self.cumulative})"
+        )
 
 
 def _check_mask_spec(name: str, value: Any) -> None:
-    if value is not None and not callable(value):
-        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or value.dim() not in (1, 2):
-            raise UsageTypeError(
-                f"{name} must be None, a bool tensor [N] or [B, N] or a callable (H, W) -> mask; got "
-                f"{type(value).__name__}"
-                + (f" of dtype {value.dtype} and shape {list(value.shape)}" if isinstance(value, torch.Tensor) else "")
+    if (
+        value is not None
+        and not callable(value)
+        and (not isinstance(value, torch.Tensor) or value.dtype != torch.bool or value.dim() not in (1, 2))
+    ):
+        raise UsageTypeError(
+            f"{name} must be None, a bool tensor [N] or [B, N] or a callable (H, W) -> mask; got "
+            f"{type(value).__name__}"
+            + (
+                f" of dtype {value.dtype} and shape {list(value.shape)}"
+                if isinstance(value, torch.Tensor)
+                else ""
             )
+        )
 
 
 def _bool(name: str, value: Any) -> bool:

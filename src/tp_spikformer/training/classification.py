@@ -48,9 +48,32 @@ from .optim import cosine_lr, epoch_seed, freeze_unused_parameters, make_optimiz
 
 # arguments whose change between an interrupted run and its resumption changes the result
 RESULT_ARGS = (
-    "model", "set", "seed", "epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "warmup_steps",
-    "weight_decay", "label_smoothing", "clip_grad", "augment", "pad", "hflip", "amp", "dataset", "train_limit",
-    "keep", "scorer", "window", "mode", "pretrained", "checkpoint", "init_from", "unused_params",
+    "model",
+    "set",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "min_lr",
+    "warmup_epochs",
+    "warmup_steps",
+    "weight_decay",
+    "label_smoothing",
+    "clip_grad",
+    "augment",
+    "pad",
+    "hflip",
+    "amp",
+    "dataset",
+    "train_limit",
+    "keep",
+    "scorer",
+    "window",
+    "mode",
+    "pretrained",
+    "checkpoint",
+    "init_from",
+    "unused_params",
 )
 
 
@@ -89,7 +112,7 @@ class Logger:
 
     def __init__(self, path: str | None, enabled: bool):
         self.enabled = enabled
-        self.f = open(path, "a", buffering=1) if (enabled and path) else None
+        self.f = open(path, "a", buffering=1) if (enabled and path) else None  # noqa: SIM115 - closed by close()
 
     def __call__(self, msg: str) -> None:
         if not self.enabled:
@@ -117,9 +140,18 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor, smoothing: float) -> tor
     return F.cross_entropy(output.float(), target, label_smoothing=smoothing)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-               amp: str | None = None, scaler: Any = None, label_smoothing: float = 0.0,
-               clip_grad: float | None = None, clip_params=None) -> tuple[torch.Tensor, Any]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    amp: str | None = None,
+    scaler: Any = None,
+    label_smoothing: float = 0.0,
+    clip_grad: float | None = None,
+    clip_params=None,
+) -> tuple[torch.Tensor, Any]:
     """One optimisation step on ``(x, y)`` (on the model's device): forward under ``amp`` autocast, loss,
     backward (scaled when ``scaler`` is enabled), optional gradient-norm clipping, optimizer step.
     Returns ``(loss, output)``; the learning rate is the caller's."""
@@ -127,7 +159,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
         out = model(x)
     loss = loss_fn(out, y, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    params = list(clip_params) if clip_params is not None else [p for g in optimizer.param_groups for p in g["params"]]
+    params = (
+        list(clip_params)
+        if clip_params is not None
+        else [p for g in optimizer.param_groups for p in g["params"]]
+    )
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         if clip_grad:
@@ -166,8 +202,10 @@ def validate(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             check_int(f"--{name.replace('_', '-')}", getattr(args, name))
     if not args.lr > 0 or args.min_lr < 0 or args.weight_decay < 0 or not 0 <= args.label_smoothing < 1:
-        raise UsageError(f"need --lr > 0, --min-lr >= 0, --weight-decay >= 0 and 0 <= --label-smoothing < 1 "
-                         f"(got {args.lr}, {args.min_lr}, {args.weight_decay}, {args.label_smoothing})")
+        raise UsageError(
+            f"need --lr > 0, --min-lr >= 0, --weight-decay >= 0 and 0 <= --label-smoothing < 1 "
+            f"(got {args.lr}, {args.min_lr}, {args.weight_decay}, {args.label_smoothing})"
+        )
     if args.pretrained and args.checkpoint:
         raise UsageError("pass either --pretrained or --checkpoint, not both")
 
@@ -179,9 +217,12 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
     from ..pruning import apply_tp
 
     if model is None:
-        model = create_model(args.model, pretrained=args.pretrained,
-                             official_arithmetic=getattr(args, "official_arithmetic", False),
-                             **parse_overrides(args.set))
+        model = create_model(
+            args.model,
+            pretrained=args.pretrained,
+            official_arithmetic=getattr(args, "official_arithmetic", False),
+            **parse_overrides(args.set),
+        )
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
         if getattr(args, "init_from", None):
@@ -189,8 +230,13 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
     tp_state = None
     if args.keep is not None or args.scorer is not None:
         scorer = {"scorer": args.scorer} if args.scorer is not None else {}  # default: the model's
-        tp_state = apply_tp(model, keep=args.keep if args.keep is not None else "official", **scorer,
-                            window=args.window, mode=args.mode)
+        tp_state = apply_tp(
+            model,
+            keep=args.keep if args.keep is not None else "official",
+            **scorer,
+            window=args.window,
+            mode=args.mode,
+        )
     return model, tp_state
 
 
@@ -200,8 +246,9 @@ def build_data(args: argparse.Namespace, model: nn.Module, train_set, test_set):
 
     data_cfg = getattr(getattr(model, "config", None), "data", None)
     if train_set is None:
-        train_set = load_dataset(args.dataset, "train", args.data_root, data_cfg, limit=args.train_limit,
-                                 T=args.frames)
+        train_set = load_dataset(
+            args.dataset, "train", args.data_root, data_cfg, limit=args.train_limit, T=args.frames
+        )
     elif args.train_limit is not None:
         train_set = train_set.subset(slice(0, args.train_limit))
     if test_set is None:
@@ -217,8 +264,9 @@ def build_data(args: argparse.Namespace, model: nn.Module, train_set, test_set):
     if args.augment != "none":
         side = data_cfg.input_size[-1] if data_cfg is not None else train_set.get_batch([0]).shape[-1]
         pad = args.pad if args.pad is not None else max(1, side // 16)
-        augment = BatchAugment(padding=pad if "crop" in args.augment else 0,
-                               hflip=args.hflip if "flip" in args.augment else 0.0)
+        augment = BatchAugment(
+            padding=pad if "crop" in args.augment else 0, hflip=args.hflip if "flip" in args.augment else 0.0
+        )
     return train_set, test_set, augment
 
 
@@ -237,20 +285,33 @@ def prepare(args, info: runtime.DistInfo, model, train_set, test_set) -> Job:
     runtime.seed_everything(args.seed)
     model, tp_state = build_model(args, model)
     train_set, test_set, augment = build_data(args, model, train_set, test_set)
-    job = Job(args, info, device, amp, threads, output, log, model, train_set, test_set, augment, tp_state, [])
+    job = Job(
+        args, info, device, amp, threads, output, log, model, train_set, test_set, augment, tp_state, []
+    )
     if args.unused_params in ("freeze", "error"):
-        job.unused = freeze_unused_parameters(model, fetch(train_set, torch.arange(min(2, len(train_set))), None)[0])
+        job.unused = freeze_unused_parameters(
+            model, fetch(train_set, torch.arange(min(2, len(train_set))), None)[0]
+        )
         if job.unused and args.unused_params == "error":
-            raise UsageError(f"parameters without gradient: {job.unused} (use --unused-params freeze or find)")
+            raise UsageError(
+                f"parameters without gradient: {job.unused} (use --unused-params freeze or find)"
+            )
     if args.batch_size % info.world:
-        raise UsageError(f"--batch-size {args.batch_size} (global) must be divisible by the world size {info.world}")
+        raise UsageError(
+            f"--batch-size {args.batch_size} (global) must be divisible by the world size {info.world}"
+        )
     job.steps_per_epoch = len(train_set) // args.batch_size
     if job.steps_per_epoch < 1:
-        raise UsageError(f"{len(train_set)} training images are fewer than one global batch of {args.batch_size}; "
-                         "lower --batch-size")
+        raise UsageError(
+            f"{len(train_set)} training images are fewer than one global batch of {args.batch_size}; "
+            "lower --batch-size"
+        )
     job.total_steps = job.steps_per_epoch * args.epochs
-    job.warmup = (args.warmup_steps if args.warmup_steps is not None
-                  else int(round(args.warmup_epochs * job.steps_per_epoch)))
+    job.warmup = (
+        args.warmup_steps
+        if args.warmup_steps is not None
+        else int(round(args.warmup_epochs * job.steps_per_epoch))
+    )
     return job
 
 
@@ -269,8 +330,11 @@ def build_optimisation(job: Job) -> None:
     if job.info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        job.train_model = DDP(model, device_ids=[job.device.index] if job.device.type == "cuda" else None,
-                              find_unused_parameters=(args.unused_params == "find"))
+        job.train_model = DDP(
+            model,
+            device_ids=[job.device.index] if job.device.type == "cuda" else None,
+            find_unused_parameters=(args.unused_params == "find"),
+        )
     if args.compile:
         job.train_model = torch.compile(job.train_model)
 
@@ -289,8 +353,10 @@ def load_training_state(job: Job, path: str) -> None:
     changed = {k: (ck["args"].get(k), now.get(k)) for k in RESULT_ARGS if ck["args"].get(k) != now.get(k)}
     if ck.get("world_size", 1) != job.info.world:
         changed["world_size"] = (ck.get("world_size", 1), job.info.world)
-    job.log(f"resumed from {path}: epoch {job.start_epoch}, step {job.step}"
-            + (f"; WARNING: settings differ from the interrupted run (old, new): {changed}" if changed else ""))
+    job.log(
+        f"resumed from {path}: epoch {job.start_epoch}, step {job.step}"
+        + (f"; WARNING: settings differ from the interrupted run (old, new): {changed}" if changed else "")
+    )
 
 
 # -- epochs ---------------------------------------------------------------------------------------------------
@@ -316,40 +382,73 @@ def train_epoch(job: Job, epoch: int) -> tuple[dict[str, Any], torch.Generator]:
         x, y = fetch(job.train_set, order[base : base + local_bs], job.augment)
         x = x.to(job.device, non_blocking=True)
         y = y.to(job.device, dtype=torch.long, non_blocking=True)
-        loss, out = train_step(job.train_model, job.optimizer, x, y, amp=job.amp, scaler=job.scaler,
-                               label_smoothing=args.label_smoothing, clip_grad=args.clip_grad, clip_params=trainable)
+        loss, out = train_step(
+            job.train_model,
+            job.optimizer,
+            x,
+            y,
+            amp=job.amp,
+            scaler=job.scaler,
+            label_smoothing=args.label_smoothing,
+            clip_grad=args.clip_grad,
+            clip_params=trainable,
+        )
         job.step += 1
         with torch.no_grad():  # accumulated on the device: no host sync per step
-            sums += torch.stack([loss.double() * y.shape[0], (logits_of(out).argmax(1) == y).sum().double(),
-                                 torch.tensor(float(y.shape[0]), dtype=torch.float64, device=job.device)])
+            sums += torch.stack(
+                [
+                    loss.double() * y.shape[0],
+                    (logits_of(out).argmax(1) == y).sum().double(),
+                    torch.tensor(float(y.shape[0]), dtype=torch.float64, device=job.device),
+                ]
+            )
         n_log += args.batch_size
         if args.log_interval and (s + 1) % args.log_interval == 0:
             now = time.perf_counter()
-            job.log(f"epoch {epoch + 1}/{args.epochs} step {s + 1}/{job.steps_per_epoch} loss {float(loss):.4f} "
-                    f"lr {lr:.3e} train_top1 {100 * sums[1] / max(1, sums[2]):.2f} img/s {n_log / (now - t_log):.1f}")
+            job.log(
+                f"epoch {epoch + 1}/{args.epochs} step {s + 1}/{job.steps_per_epoch} loss {float(loss):.4f} "
+                f"lr {lr:.3e} train_top1 {100 * sums[1] / max(1, sums[2]):.2f} img/s {n_log / (now - t_log):.1f}"
+            )
             t_log, n_log = now, 0
     epoch_time = time.perf_counter() - t_epoch
     job.train_seconds += epoch_time
     if info.distributed:
         dist.all_reduce(sums)
     sums = sums.cpu()
-    return {"epoch": epoch + 1, "step": job.step, "lr": lr, "train_loss": float(sums[0] / sums[2]),
-            "train_top1": float(100 * sums[1] / sums[2]), "epoch_seconds": epoch_time,
-            "train_images_per_s": job.steps_per_epoch * args.batch_size / epoch_time}, data_gen
+    return {
+        "epoch": epoch + 1,
+        "step": job.step,
+        "lr": lr,
+        "train_loss": float(sums[0] / sums[2]),
+        "train_top1": float(100 * sums[1] / sums[2]),
+        "epoch_seconds": epoch_time,
+        "train_images_per_s": job.steps_per_epoch * args.batch_size / epoch_time,
+    }, data_gen
 
 
 def evaluate_epoch(job: Job, rec: dict[str, Any]) -> None:
     """Evaluate after every ``--eval-every`` epochs and after the last; log the epoch line."""
     args = job.args
     if rec["epoch"] % args.eval_every == 0 or rec["epoch"] == args.epochs:
-        result = evaluate(job.model, job.test_set, args.eval_batch_size, job.device,
-                          amp=job.amp if job.amp != "none" else None)
+        result = evaluate(
+            job.model,
+            job.test_set,
+            args.eval_batch_size,
+            job.device,
+            amp=job.amp if job.amp != "none" else None,
+        )
         rec["test"] = {k: result[k] for k in ("top1", "top5", "loss", "n", "images_per_s")}
-    test_txt = (f"test_top1 {rec['test']['top1']:.2f} test_top5 {rec['test']['top5']:.2f} "
-                f"test_loss {rec['test']['loss']:.4f} " if "test" in rec else "")
-    job.log(f"epoch {rec['epoch']}/{args.epochs} done: loss {rec['train_loss']:.4f} lr {rec['lr']:.3e} "
-            f"train_top1 {rec['train_top1']:.2f} {test_txt}img/s {rec['train_images_per_s']:.1f} "
-            f"time {rec['epoch_seconds']:.0f}s (total {job.train_seconds:.0f}s)")
+    test_txt = (
+        f"test_top1 {rec['test']['top1']:.2f} test_top5 {rec['test']['top5']:.2f} "
+        f"test_loss {rec['test']['loss']:.4f} "
+        if "test" in rec
+        else ""
+    )
+    job.log(
+        f"epoch {rec['epoch']}/{args.epochs} done: loss {rec['train_loss']:.4f} lr {rec['lr']:.3e} "
+        f"train_top1 {rec['train_top1']:.2f} {test_txt}img/s {rec['train_images_per_s']:.1f} "
+        f"time {rec['epoch_seconds']:.0f}s (total {job.train_seconds:.0f}s)"
+    )
 
 
 def save_epoch(job: Job, data_gen: torch.Generator) -> None:
@@ -358,12 +457,23 @@ def save_epoch(job: Job, data_gen: torch.Generator) -> None:
         return
     args = job.args
     ck = {
-        "model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
-        "scheduler": {"name": "cosine", "step": job.step, "total_steps": job.total_steps,
-                      "warmup_steps": job.warmup, "lr": args.lr, "min_lr": args.min_lr},
+        "model": job.model.state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+        "scheduler": {
+            "name": "cosine",
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "warmup_steps": job.warmup,
+            "lr": args.lr,
+            "min_lr": args.min_lr,
+        },
         "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
-        "step": job.step, "epoch": job.history[-1]["epoch"], "rng": runtime.rng_state(data_gen),
-        "args": plain(vars(args)), "history": plain(job.history), "train_seconds": job.train_seconds,
+        "step": job.step,
+        "epoch": job.history[-1]["epoch"],
+        "rng": runtime.rng_state(data_gen),
+        "args": plain(vars(args)),
+        "history": plain(job.history),
+        "train_seconds": job.train_seconds,
         "world_size": job.info.world,
     }
     atomic_save(ck, os.path.join(job.output, CHECKPOINT_NAME))
@@ -372,8 +482,14 @@ def save_epoch(job: Job, data_gen: torch.Generator) -> None:
 # -- the run --------------------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace | dict[str, Any], *, model: nn.Module | None = None, train_set: Any = None,
-        test_set: Any = None, argv: list[str] | None = None) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace | dict[str, Any],
+    *,
+    model: nn.Module | None = None,
+    train_set: Any = None,
+    test_set: Any = None,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
     """Train as ``args`` say and return the final metrics (also written to ``<out>/metrics.json``).
 
     ``args`` is a parsed namespace or a dict of option names (missing ones take the command line's
@@ -409,12 +525,16 @@ def train(job: Job, argv: list[str] | None) -> dict[str, Any]:
         write_json(os.path.join(job.output, "args.json"), {"args": vars(args), "argv": argv})
     n_params = sum(p.numel() for p in job.model.parameters())
     tp = job.tp_state
-    job.log(f"model {args.model}: {n_params:,} parameters ({len(job.unused)} frozen unused: {job.unused[:6]}"
-            f"{' ...' if len(job.unused) > 6 else ''}); TP: {tp.keep if tp else 'off'}"
-            f"{' / ' + str(tp.scorer_name) if tp else ''}")
-    job.log(f"data: {len(job.train_set)} train / {len(job.test_set)} test, augment {job.augment!r}; device "
-            f"{job.device}, amp {job.amp}, world {job.info.world}, threads/process {job.threads}, global batch "
-            f"{args.batch_size}, {job.steps_per_epoch} steps/epoch, {job.total_steps} steps, warm-up {job.warmup}")
+    job.log(
+        f"model {args.model}: {n_params:,} parameters ({len(job.unused)} frozen unused: {job.unused[:6]}"
+        f"{' ...' if len(job.unused) > 6 else ''}); TP: {tp.keep if tp else 'off'}"
+        f"{' / ' + str(tp.scorer_name) if tp else ''}"
+    )
+    job.log(
+        f"data: {len(job.train_set)} train / {len(job.test_set)} test, augment {job.augment!r}; device "
+        f"{job.device}, amp {job.amp}, world {job.info.world}, threads/process {job.threads}, global batch "
+        f"{args.batch_size}, {job.steps_per_epoch} steps/epoch, {job.total_steps} steps, warm-up {job.warmup}"
+    )
     for n_run, epoch in enumerate(range(job.start_epoch, args.epochs)):
         if args.stop_after is not None and n_run >= args.stop_after:
             break
@@ -432,25 +552,59 @@ def finish(job: Job, n_params: int, wall: float, argv: list[str] | None) -> dict
     args, history = job.args, job.history
     last_eval = next((h["test"] for h in reversed(history) if "test" in h), None)
     finished = bool(history) and history[-1]["epoch"] == args.epochs
-    tp = None if job.tp_state is None else {"keep": str(job.tp_state.keep), "scorer": job.tp_state.scorer_name}
+    tp = (
+        None if job.tp_state is None else {"keep": str(job.tp_state.keep), "scorer": job.tp_state.scorer_name}
+    )
     metrics = {
-        "model": args.model, "finished": finished, "epochs_done": history[-1]["epoch"] if history else 0,
-        "epochs": args.epochs, "steps": job.step, "train_seconds": job.train_seconds,
+        "model": args.model,
+        "finished": finished,
+        "epochs_done": history[-1]["epoch"] if history else 0,
+        "epochs": args.epochs,
+        "steps": job.step,
+        "train_seconds": job.train_seconds,
         "eval_seconds": sum(h["test"]["n"] / h["test"]["images_per_s"] for h in history if "test" in h),
-        "wall_seconds_this_run": wall, "parameters": n_params, "frozen_unused": job.unused, "tp": tp,
-        "test": last_eval, "world_size": job.info.world, "threads_per_process": job.threads,
-        "device": str(job.device), "amp": job.amp, "history": history, "args": vars(args), "argv": argv,
-        "torch": torch.__version__, "host": socket.gethostname(),
+        "wall_seconds_this_run": wall,
+        "parameters": n_params,
+        "frozen_unused": job.unused,
+        "tp": tp,
+        "test": last_eval,
+        "world_size": job.info.world,
+        "threads_per_process": job.threads,
+        "device": str(job.device),
+        "amp": job.amp,
+        "history": history,
+        "args": vars(args),
+        "argv": argv,
+        "torch": torch.__version__,
+        "host": socket.gethostname(),
     }
     if job.info.main:
         if finished:
-            meta = {k: metrics[k] for k in ("model", "epochs", "steps", "train_seconds", "parameters", "tp",
-                                             "world_size", "torch", "argv")}
-            meta.update(test_top1=last_eval["top1"] if last_eval else None, test_n=last_eval["n"] if last_eval else None,
-                        kwargs=getattr(getattr(job.model, "config", None), "kwargs", None), args=vars(args))
+            meta = {
+                k: metrics[k]
+                for k in (
+                    "model",
+                    "epochs",
+                    "steps",
+                    "train_seconds",
+                    "parameters",
+                    "tp",
+                    "world_size",
+                    "torch",
+                    "argv",
+                )
+            }
+            meta.update(
+                test_top1=last_eval["top1"] if last_eval else None,
+                test_n=last_eval["n"] if last_eval else None,
+                kwargs=getattr(getattr(job.model, "config", None), "kwargs", None),
+                args=vars(args),
+            )
             export_weights(job.model, os.path.join(job.output, WEIGHTS_NAME), meta)
         write_json(os.path.join(job.output, METRICS_NAME), metrics)
-        job.log(f"{'finished' if finished else 'stopped'} after epoch {metrics['epochs_done']}/{args.epochs}: "
-                + (f"test top-1 {last_eval['top1']:.2f}% " if last_eval else "")
-                + f"train time {job.train_seconds:.0f}s; outputs in {job.output}")
+        job.log(
+            f"{'finished' if finished else 'stopped'} after epoch {metrics['epochs_done']}/{args.epochs}: "
+            + (f"test top-1 {last_eval['top1']:.2f}% " if last_eval else "")
+            + f"train time {job.train_seconds:.0f}s; outputs in {job.output}"
+        )
     return plain(metrics)

@@ -11,7 +11,10 @@ from torch import nn
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999),
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas=(0.9, 0.999),
     lr_mult: Callable[[str], float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters: weight decay on weight matrices/kernels (ndim >= 2) only.
@@ -25,8 +28,10 @@ def make_optimizer(
             continue
         key = (p.ndim >= 2, float(lr_mult(name)) if lr_mult else 1.0)
         groups.setdefault(key, []).append(p)
-    param_groups = [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * mult, "lr_mult": mult}
-                    for (decay, mult), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+    param_groups = [
+        {"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * mult, "lr_mult": mult}
+        for (decay, mult), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+    ]
     return torch.optim.AdamW(param_groups, lr=lr, betas=betas)
 
 
@@ -46,8 +51,15 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr:
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def poly_lr(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0,
-            power: float = 1.0, warmup_start: float = 1e-6) -> float:
+def poly_lr(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    lr: float,
+    min_lr: float = 0.0,
+    power: float = 1.0,
+    warmup_start: float = 1e-6,
+) -> float:
     """mmseg's schedule: linear warm-up from ``warmup_start * lr``, then ``(lr - min_lr) * (1 - p)^power + min_lr``."""
     if step < warmup_steps:
         return lr * (warmup_start + (1.0 - warmup_start) * (step + 1) / warmup_steps)
@@ -74,8 +86,9 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return h & ((1 << 63) - 1)
 
 
-def freeze_unused_parameters(model: nn.Module, example: torch.Tensor | None = None,
-                             loss_of: Callable | None = None) -> list[str]:
+def freeze_unused_parameters(
+    model: nn.Module, example: torch.Tensor | None = None, loss_of: Callable | None = None
+) -> list[str]:
     """Find the parameters that receive no gradient (one train-mode forward/backward on ``example``, by
     default random data of the model's configured input size) and set ``requires_grad=False`` on them.
     Returns their names. Buffers (BatchNorm statistics), gradients, the train/eval mode and the global RNG

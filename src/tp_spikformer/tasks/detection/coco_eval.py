@@ -73,7 +73,7 @@ def score_results(
     ids = sorted(gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
     out: dict[str, Any] = {"images": len(ids), "detections": len(results)}
     if not results:
-        out.update({k: 0.0 for k in STAT_NAMES})
+        out.update(dict.fromkeys(STAT_NAMES, 0.0))
         out["note"] = "no detections: every AP and AR is 0 (pycocotools cannot load an empty results list)"
         return out
     text = io.StringIO()

@@ -14,15 +14,28 @@ from ..protocol import TaskSpec, register_task
 from .engine import _indices, evaluate_detection, preprocess_for
 from .preprocess import make_batch
 
-METRICS = (("mAP", "mAP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_S", "AP_S"), ("AP_M", "AP_M"), ("AP_L", "AP_L"))
+METRICS = (
+    ("mAP", "mAP"),
+    ("AP50", "AP50"),
+    ("AP75", "AP75"),
+    ("AP_S", "AP_S"),
+    ("AP_M", "AP_M"),
+    ("AP_L", "AP_L"),
+)
 
 
 def evaluate(model, dataset, *, batch_size: int, device, limit, out_dir=None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out_file = os.path.join(out_dir or tmp, "detections.json")
-        res = evaluate_detection(model, dataset, out_file=out_file, batch_size=batch_size, device=device, limit=limit)
+        res = evaluate_detection(
+            model, dataset, out_file=out_file, batch_size=batch_size, device=device, limit=limit
+        )
     keep = {k: res.get(k) for k, _ in METRICS}
-    return {**keep, "n": len(_indices(dataset, limit)), "results_file": res["results_file"] if out_dir else None}
+    return {
+        **keep,
+        "n": len(_indices(dataset, limit)),
+        "results_file": res["results_file"] if out_dir else None,
+    }
 
 
 def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[torch.Tensor]:
@@ -31,7 +44,9 @@ def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[torch
     idx = _indices(dataset, batch_size * n_batches)
     batches = []
     for start in range(0, len(idx), batch_size):
-        images, _, _ = make_batch([pre(*dataset[i]) for i in idx[start : start + batch_size]], model.size_divisor)
+        images, _, _ = make_batch(
+            [pre(*dataset[i]) for i in idx[start : start + batch_size]], model.size_divisor
+        )
         batches.append(images)
     return batches
 
@@ -49,7 +64,9 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
 
     if name == "coco":
         if root is None:
-            raise UsageError("dataset coco needs its root folder (--data-root) with annotations/instances_<split>.json")
+            raise UsageError(
+                "dataset coco needs its root folder (--data-root) with annotations/instances_<split>.json"
+            )
         return CocoDetection(root, split)
     if name == "scenes" or name.startswith("scenes:"):
         n = name.partition(":")[2]
@@ -82,13 +99,37 @@ def train(model, args) -> dict[str, Any]:
     val_name = args.test_dataset or ("scenes" if n is not None else "coco")
     val_set = load_dataset(val_name, root=args.data_root, split="val", model=model)
     return train_detection(
-        model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup=args.warmup_steps, min_lr=args.min_lr, flips=args.hflip,
-        scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None, clip_grad=args.clip_grad,
-        device=args.device or "cpu", threads=args.threads or None, seed=args.seed, out_dir=args.out,
-        resume=args.resume is not None, val_limit=args.test_limit, meta={"argv": getattr(args, "argv", None)},
+        model,
+        train_set,
+        val_set,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup_steps,
+        min_lr=args.min_lr,
+        flips=args.hflip,
+        scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
+        clip_grad=args.clip_grad,
+        device=args.device or "cpu",
+        threads=args.threads or None,
+        seed=args.seed,
+        out_dir=args.out,
+        resume=args.resume is not None,
+        val_limit=args.test_limit,
+        meta={"argv": getattr(args, "argv", None)},
     )
 
 
-SPEC = register_task(TaskSpec("detection", evaluate, METRICS, sample_inputs, load_dataset=load_dataset,
-                              dataset_names=DATASETS, train=train, train_defaults=TRAIN_DEFAULTS))
+SPEC = register_task(
+    TaskSpec(
+        "detection",
+        evaluate,
+        METRICS,
+        sample_inputs,
+        load_dataset=load_dataset,
+        dataset_names=DATASETS,
+        train=train,
+        train_defaults=TRAIN_DEFAULTS,
+    )
+)

@@ -34,8 +34,8 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     resize (``extra``); ``scenes[:<n>]``: n (default 500) validation scenes of the model's input size
     generated on the fly (objects from the shipped Fashion-MNIST slice)."""
     from ...data.segmentation import ADE20KDataset, SegmentationEvalTransform
-    from ..training_data import validation_scenes
     from ...errors import UsageError
+    from ..training_data import validation_scenes
 
     extra = model.config.extra
     if name == "ade20k":
@@ -75,24 +75,44 @@ def train(model, args) -> dict[str, Any]:
     if n is not None:
         train_set = training_scenes(model, n, "segmentation", root=args.data_root)
     elif args.dataset == "ade20k":
-        train_set = ADE20KDataset(args.data_root, "training",
-                                  reduce_zero_label=model.config.extra.get("reduce_zero_label", False))
+        train_set = ADE20KDataset(
+            args.data_root, "training", reduce_zero_label=model.config.extra.get("reduce_zero_label", False)
+        )
     else:
         raise UsageError(f"unknown segmentation training set {args.dataset!r}; choose one of {DATASETS}")
     val_name = args.test_dataset or ("scenes" if n is not None else "ade20k")
     val_set = load_dataset(val_name, root=args.data_root, split="validation", model=model)
     return train_segmentation(
-        model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_iters=args.warmup_steps, head_lr_mult=args.head_lr_mult,
-        crop_size=args.crop_size, flip=args.hflip > 0, val_limit=args.test_limit, device=args.device or "cpu",
-        threads=args.threads or None, seed=args.seed, out_dir=args.out, resume=args.resume is not None,
+        model,
+        train_set,
+        val_set,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_iters=args.warmup_steps,
+        head_lr_mult=args.head_lr_mult,
+        crop_size=args.crop_size,
+        flip=args.hflip > 0,
+        val_limit=args.test_limit,
+        device=args.device or "cpu",
+        threads=args.threads or None,
+        seed=args.seed,
+        out_dir=args.out,
+        resume=args.resume is not None,
         meta={"argv": getattr(args, "argv", None)},
     )
 
 
 SPEC = register_task(
     TaskSpec(
-        "segmentation", evaluate, METRICS, sample_inputs, load_dataset=load_dataset, dataset_names=DATASETS,
-        train=train, train_defaults=TRAIN_DEFAULTS,
+        "segmentation",
+        evaluate,
+        METRICS,
+        sample_inputs,
+        load_dataset=load_dataset,
+        dataset_names=DATASETS,
+        train=train,
+        train_defaults=TRAIN_DEFAULTS,
     )
 )

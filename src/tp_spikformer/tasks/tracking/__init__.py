@@ -33,8 +33,8 @@ from .metrics import (
 from .sampler import FrameSource, PairSampler
 from .sdtrack import SDTrack, SDTrackBackbone, SDTrackBlock, sdtrack_from_official
 from .spikformer_track import SpikformerTracker
-from .tp import apply_tracker_tp
 from .task import SPEC as TASK
+from .tp import apply_tracker_tp
 from .tracker_base import PAPER_TRACKING_KEEP, OneStreamTracker
 
 __all__ = [

@@ -43,7 +43,9 @@ def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[Model
     if not zs:
         raise UsageError("no (template, search) pairs: the tracking sequences need at least 2 frames")
     z, x = torch.stack(zs), torch.stack(xs)
-    return [ModelInputs((z[i : i + batch_size], x[i : i + batch_size])) for i in range(0, len(zs), batch_size)]
+    return [
+        ModelInputs((z[i : i + batch_size], x[i : i + batch_size])) for i in range(0, len(zs), batch_size)
+    ]
 
 
 DATASETS = ("fe108", "visevent", "felt", "synthetic[:<n>]")
@@ -59,7 +61,9 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
 
     if name in ("fe108", "visevent", "felt"):
         if root is None:
-            raise UsageError(f"dataset {name} needs its root folder (--data-root) with <split>/<sequence>/ folders")
+            raise UsageError(
+                f"dataset {name} needs its root folder (--data-root) with <split>/<sequence>/ folders"
+            )
         return TrackingDataset(root, name, "test" if split == "val" else split)
     if name == "synthetic" or name.startswith("synthetic:"):
         n = name.partition(":")[2]
@@ -85,19 +89,42 @@ def train(model, args) -> dict[str, Any]:
 
     layout = "fe108" if args.dataset in ("synthetic", "fe108") else args.dataset
     if layout not in ("fe108", "visevent", "felt"):
-        raise UsageError(f"unknown tracking training set {args.dataset!r}; choose synthetic, fe108, visevent or felt")
+        raise UsageError(
+            f"unknown tracking training set {args.dataset!r}; choose synthetic, fe108, visevent or felt"
+        )
     if args.data_root is None:
-        raise UsageError("tracking training needs --data-root: a folder with train/<sequence>/ folders "
-                         "(make one with `tp-spikformer make-tracking --out DIR`)")
+        raise UsageError(
+            "tracking training needs --data-root: a folder with train/<sequence>/ folders "
+            "(make one with `tp-spikformer make-tracking --out DIR`)"
+        )
     return train_tracker(
-        model, TrackingDataset(args.data_root, layout, "train"), epochs=args.epochs,
-        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        backbone_lr_mult=args.backbone_lr_mult, weight_decay=args.weight_decay,
-        grad_clip=args.clip_grad if args.clip_grad is not None else 0.1, device=args.device,
-        threads=args.threads or None, out_dir=args.out, seed=args.seed,
+        model,
+        TrackingDataset(args.data_root, layout, "train"),
+        epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        weight_decay=args.weight_decay,
+        grad_clip=args.clip_grad if args.clip_grad is not None else 0.1,
+        device=args.device,
+        threads=args.threads or None,
+        out_dir=args.out,
+        seed=args.seed,
     )
 
 
-SPEC = register_task(TaskSpec("tracking", evaluate, METRICS, sample_inputs, backbone=lambda model: None,
-                              timed_by_evaluate=True, load_dataset=load_dataset, dataset_names=DATASETS,
-                              train=train, train_defaults=TRAIN_DEFAULTS))
+SPEC = register_task(
+    TaskSpec(
+        "tracking",
+        evaluate,
+        METRICS,
+        sample_inputs,
+        backbone=lambda model: None,
+        timed_by_evaluate=True,
+        load_dataset=load_dataset,
+        dataset_names=DATASETS,
+        train=train,
+        train_defaults=TRAIN_DEFAULTS,
+    )
+)
