@@ -13,7 +13,7 @@ ASSETS=src/tp_spikformer/assets/tasks
 mkdir -p "$OUT" "$ASSETS"
 RUN=(python -m tp_spikformer.train --threads 2 --seed 0)
 
-ship() {  # model.pt (float32 weights + meta) -> float16 package asset
+ship() {  # model.pt (float32 weights + meta) -> package asset (float32: the weights and the meta only)
     python -m tp_spikformer.models.export_asset "$OUT/$1/model.pt" "$ASSETS/$1.pt"
 }
 

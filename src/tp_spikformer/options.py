@@ -139,8 +139,9 @@ def add_data_args(
     g.add_argument(
         "--dataset",
         default=default,
-        help="shipped (packaged Fashion-MNIST slice), fashion_mnist, mnist, cifar10, cifar100, "
-        "imagefolder, cifar10dvs, dvs128_gesture, npz:<path>, synthetic[:n]",
+        help="classification: shipped (packaged Fashion-MNIST slice), fashion_mnist, mnist, cifar10, cifar100, "
+        "imagefolder, cifar10dvs, dvs128_gesture, scenes, npz:<path>, synthetic[:n]; --task segmentation: "
+        "ade20k, scenes[:n]; detection: coco, scenes[:n]; tracking: fe108, visevent, felt, synthetic[:n]",
     )
     _alias(g, "--data", "dataset")
     g.add_argument("--data-root", default=None, help="dataset folder")

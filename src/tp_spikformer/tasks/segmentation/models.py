@@ -134,6 +134,7 @@ def _register(
     tiny: bool = False,
     extra: dict[str, Any] | None = None,
     notes: str = "",
+    weights: str | None = None,
 ) -> None:
     base = get_model_config(backbone)
     register_model(
@@ -161,6 +162,7 @@ def _register(
             notes=notes,
             extra=dict(extra or {}),
             task="segmentation",
+            weights=weights,
         )
     )
 
@@ -268,5 +270,9 @@ _register(
     backbone_kwargs={"in_channels": 3},
     extra=SCENES_EXTRA,
     notes="0.95 M parameters (neck + head 0.11 M). No layer scales: at 1e-6 they would switch the pretrained "
-    "transformer blocks off at the start of a short run (the official segmentation backbone has them).",
+    "transformer blocks off at the start of a short run (the official segmentation backbone has them). "
+    "Shipped weights: `bash scripts/train_tasks.sh segmentation` (9 epochs x 5,000 training scenes from the "
+    "shipped sdt_v3_scenes classifier, both cores, 38 min wall on the shared machine); mIoU 42.86 % on the first "
+    "200 validation scenes after the last epoch.",
+    weights="tasks/sdt_v3_scenes_semfpn.pt",
 )

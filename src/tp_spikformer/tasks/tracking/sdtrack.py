@@ -336,6 +336,7 @@ def _register(
     tiny: bool = False,
     notes: str = "",
     extra: dict[str, Any] | None = None,
+    weights: str | None = None,
     **kwargs: Any,
 ) -> None:
     register_model(
@@ -355,6 +356,7 @@ def _register(
             notes=notes,
             extra=dict(extra or {}),
             task="tracking",
+            weights=weights,
         )
     )
 
