@@ -118,7 +118,13 @@ class SpikformerTracker(OneStreamTracker):
 
 
 def _register(
-    name: str, description: str, tiny: bool = True, notes: str = "", extra: dict | None = None, **kwargs: Any
+    name: str,
+    description: str,
+    tiny: bool = True,
+    notes: str = "",
+    extra: dict | None = None,
+    weights: str | None = None,
+    **kwargs: Any,
 ) -> None:
     register_model(
         ModelConfig(
@@ -138,6 +144,7 @@ def _register(
             notes=notes,
             extra=dict(extra or {}),
             task="tracking",
+            weights=weights,
         )
     )
 

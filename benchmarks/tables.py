@@ -1,0 +1,118 @@
+"""Markdown tables for the README's Results, read from the benchmark JSON files (nothing typed by hand).
+
+Usage: python benchmarks/tables.py accuracy benchmarks/results/accuracy_retention.json
+       python benchmarks/tables.py task benchmarks/results/segmentation_retention.json
+       python benchmarks/tables.py speed benchmarks/results/tp_speed_families_cpu_t1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+MARK = {"beats": "+", "loses": "-", "tie": ""}
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def accuracy(d: dict) -> str:
+    """Per model and keep: dense, then each scorer's top-1 with its 95 % interval; ``+`` / ``-``: beats /
+    loses to ``random`` beyond the paired interval; object focus of the kept tokens in brackets."""
+    scorers = d["scorers"]
+    lines = [
+        "| model | test bed | keep | dense | " + " | ".join(f"`{s}`" for s in scorers) + " |",
+        "|---|---|---|---|" + "---|" * len(scorers),
+    ]
+    for name, m in d["models"].items():
+        rows = m["variants"]
+        dense = next(r for r in rows.values() if r["keep"] is None)
+        for keep in d["keeps"]:
+            cells = []
+            for s in scorers:
+                r = next((r for r in rows.values() if r["keep"] == keep and r["scorer"] == s), None)
+                if r is None:
+                    cells.append("n/a")
+                    continue
+                lo, hi = r["ci95"]
+                cell = f"{r['top1']:.1f} ({lo:.1f}-{hi:.1f}){MARK.get(r.get('vs_random'), '')}"
+                if r.get("object_focus_mean") is not None:
+                    cell += f" [{r['object_focus_mean']:.2f}]"
+                cells.append(cell)
+            lines.append(
+                f"| `{name}` | {m['test_bed']} ({m['n']}) | {keep} | {dense['top1']:.1f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def task(d: dict) -> str:
+    """Dense and TP rows of a segmentation / detection / tracking retention JSON."""
+    bench = d.get("benchmark", "")
+    if "segmentation" in bench or "mIoU" in d["rows"][0]:
+        keys = [("mIoU", "mIoU"), ("aAcc", "aAcc")]
+    elif "mAP" in d["rows"][0]:
+        keys = [("mAP", "mAP"), ("AP50", "AP50")]
+    else:
+        keys = [("auc", "AUC"), ("precision_20", "P@20")]
+    dense = d["rows"][0]
+    lines = [
+        "| variant | "
+        + " | ".join(k[1] for k in keys)
+        + " | energy / dense | backbone img/s vs dense | model img/s vs dense |",
+        "|---|" + "---|" * (len(keys) + 3),
+    ]
+    for r in d["rows"]:
+        vals = " | ".join(_fmt(r.get(k)) for k, _ in keys)
+        energy = r.get("energy_ratio")
+        if energy is None and "energy" in r and "energy" in dense:
+            e0 = dense["energy"].get("energy_mj")
+            energy = r["energy"]["energy_mj"] / e0 if e0 else None
+        tp = r.get("throughput") or {}
+        ratios = []
+        for part in ("backbone", next((p for p in tp if p != "backbone"), None)):
+            per_bs = tp.get(part) or {}
+            if per_bs:
+                bs = max(per_bs, key=lambda b: int(b))
+                ratios.append(f"{per_bs[bs]['speedup_vs_dense']:.2f}x (b{bs})")
+            elif part != "backbone" and r.get("fps_ratio") is not None:
+                ratios.append(f"{r['fps_ratio']:.2f}x")
+            else:
+                ratios.append("n/a")
+        label = r.get("variant") or r.get("label")
+        lines.append(f"| {label} | {vals} | {_fmt(energy)} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def speed(d: dict) -> str:
+    lines = [
+        "| model | batch | dense img/s | TP img/s | measured speedup | ideal (counted MACs) | measured / ideal | scorer share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in d["runs"]:
+        for c in run["cases"]:
+            ips = c["img_per_s"]
+            lines.append(
+                f"| `{run['model']}` | {c['batch_size']} | {ips['dense']:.3f} | {ips['tp']:.3f} | "
+                f"{c['measured_speedup']:.2f}x | {c['ideal_speedup_from_macs']:.2f}x | {c['realised_over_ideal']:.2f} | "
+                f"{100 * c['scorer']['median_share']:.2f} % |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("kind", choices=["accuracy", "task", "speed"])
+    p.add_argument("json")
+    args = p.parse_args(argv)
+    with open(args.json) as f:
+        d = json.load(f)
+    print({"accuracy": accuracy, "task": task, "speed": speed}[args.kind](d))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
