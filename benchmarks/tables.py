@@ -41,11 +41,8 @@ def accuracy(d: dict) -> str:
                 if r.get("object_focus_mean") is not None:
                     cell += f" [{r['object_focus_mean']:.2f}]"
                 cells.append(cell)
-            lines.append(
-                f"| `{name}` | {m['test_bed']} ({m['n']}) | {keep} | {dense['top1']:.1f} | "
-                + " | ".join(cells)
-                + " |"
-            )
+            bed = f"{m['test_bed'].split(' (')[0]} ({m['n']:,})"  # the images actually evaluated
+            lines.append(f"| `{name}` | {bed} | {keep} | {dense['top1']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
