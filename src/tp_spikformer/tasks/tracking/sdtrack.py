@@ -401,8 +401,10 @@ _register(
     "head 64 ch, template 64 / search 128 (fake grid 4x4 + 8x8 + 1 pad = 9x9)",
     tiny=True,
     notes="train: train_tracker(model, TrackingDataset(root, 'fe108', 'train'), **config.extra['train_recipe']); "
-    "~11-16 pairs/s forward+backward at 1 thread on the shared 2-core machine",
-    extra={"train_recipe": synth_recipe(epochs=10, samples_per_epoch=1600)},
+    "~11-18 pairs/s forward+backward at 1 thread on the shared 2-core machine. Shipped weights: "
+    "`bash scripts/train_tasks.sh tracking-data` then `sdtrack` (12 epochs x 1,600 pairs, one thread, 18 min).",
+    extra={"train_recipe": synth_recipe(epochs=12, samples_per_epoch=1600)},
+    weights="tasks/sdtrack_synth.pt",
     embed_dim=(16, 32, 64, 96),
     num_heads=4,
     mlp_ratios=4,
