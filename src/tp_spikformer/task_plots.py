@@ -113,20 +113,28 @@ def save_detection_figure(
     *,
     names: Sequence[str] | None = None,
     title: str = "",
+    top_k: int | None = None,
 ) -> str:
     """Three panels: dense detections, pruned detections (ground truth in green on both), kept tokens.
 
-    ``dense`` / ``pruned``: ``{"boxes": [N, 4] xyxy, "labels": [N], "scores": [N]}`` in ``image`` pixels.
+    ``dense`` / ``pruned``: ``{"boxes": [N, 4] xyxy, "labels": [N], "scores": [N]}`` in ``image`` pixels;
+    only the ``top_k`` best-scoring detections are drawn (default: as many as there are true boxes; COCO
+    evaluation keeps up to 100 low-scoring boxes per image, which would hide the picture).
     """
+    k = len(truth) if top_k is None else top_k
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.8), dpi=DPI)
     for ax, (name, det, colour) in zip(
         axes[:2], (("dense", dense, DENSE_COLOUR), ("pruned", pruned, PRUNED_COLOUR))
     ):
         ax.imshow(image)
+        shown = np.argsort(-np.asarray(det["scores"], dtype=float), kind="stable")[:k]  # best first
+        labels = None if det.get("labels") is None else np.asarray(det["labels"])[shown]
         _draw_boxes(ax, truth, TRUTH_COLOUR)
-        _draw_boxes(ax, det["boxes"], colour, det.get("labels"), det.get("scores"), names)
-        ax.set_title(f"{name}: {len(det['boxes'])} boxes", fontsize=8)
+        _draw_boxes(
+            ax, np.asarray(det["boxes"])[shown], colour, labels, np.asarray(det["scores"])[shown], names
+        )
+        ax.set_title(f"{name}: best {len(shown)} of {len(det['boxes'])} boxes", fontsize=8)
     axes[2].imshow(depth_overlay(image, records, sample))
     axes[2].set_title("kept tokens (depth)", fontsize=8)
     for ax in axes:
