@@ -213,7 +213,7 @@ def test_shipped_weights_reach_documented_accuracy(name):
     assert cfg.extra["test_top1"] >= 85.0
 
 
-def test_package_data_stays_under_20_mb():
+def test_package_data_stays_under_the_40_mb_project_limit():
     assets = os.path.dirname(os.path.dirname(asset_path(FMNIST_SLICE)))  # .../tp_spikformer/assets
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(assets) for f in files)
-    assert total <= 20 * 2**20, f"assets hold {total / 2**20:.1f} MiB"
+    assert total <= 40 * 2**20, f"assets hold {total / 2**20:.1f} MiB"
