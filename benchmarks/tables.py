@@ -49,6 +49,10 @@ def accuracy(d: dict) -> str:
 def task(d: dict) -> str:
     """Dense and TP rows of a segmentation / detection / tracking retention JSON."""
     bench = d.get("benchmark", "")
+    if isinstance(d["rows"], dict):  # tracking_retention: rows keyed by label, None where not applicable
+        d = dict(d, rows=[dict(r, variant=k) for k, r in d["rows"].items() if r is not None])
+    if not isinstance(bench, str):
+        bench = ""
     if "segmentation" in bench or "mIoU" in d["rows"][0]:
         keys = [("mIoU", "mIoU"), ("aAcc", "aAcc")]
     elif "mAP" in d["rows"][0]:
