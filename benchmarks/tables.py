@@ -104,14 +104,49 @@ def speed(d: dict) -> str:
     return "\n".join(lines)
 
 
+def schedule(d: dict) -> str:
+    """Calibrated vs uniform (vs official where it exists) at equal counted cost, on held-out images."""
+    lines = [
+        "| model | metric | budget | dense | calibrated (keeps) | uniform | official | calibrated - uniform (95 % CI) | search s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(name, metric, label, dense, b):
+        if "unreachable" in b:
+            low = b["unreachable"].split("minimum reachable cost is ")[-1].split(" ")[0]
+            return (
+                f"| `{name}` | {metric} | {label} | {dense:.1f} | unreachable (minimum cost {low}) | | | | |"
+            )
+        cal, uni, diff = b["calibrated"], b["uniform"], b["calibrated_minus_uniform"]
+        off = b.get("official")
+        off_cell = "n/a" if off is None else f"{off['top1']:.1f} (cost {off[metric + '_held_out']:.2f})"
+        return (
+            f"| `{name}` | {metric} | {label} | {dense:.1f} | {cal['top1']:.1f} "
+            f"(`{cal['keep']}`, cost {cal[metric + '_held_out']:.2f}) | {uni['top1']:.1f} "
+            f"(keep {uni.get('fraction', uni['keep'])}, cost {uni[metric + '_held_out']:.2f}) | {off_cell} | "
+            f"{diff['mean']:+.1f} ({diff['ci95'][0]:+.1f} to {diff['ci95'][1]:+.1f}) | {cal['search_seconds']:.0f} |"
+        )
+
+    for name, m in d["models"].items():
+        for metric, per in m["metrics"].items():
+            for budget, b in per["budgets"].items():
+                lines.append(row(name, metric, budget, m["dense"]["top1"], b))
+            official = per.get("at_official_cost")
+            if isinstance(official, dict):
+                lines.append(
+                    row(name, metric, f"official's ({official['budget']:.3f})", m["dense"]["top1"], official)
+                )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("kind", choices=["accuracy", "task", "speed"])
+    p.add_argument("kind", choices=["accuracy", "task", "speed", "schedule"])
     p.add_argument("json")
     args = p.parse_args(argv)
     with open(args.json) as f:
         d = json.load(f)
-    print({"accuracy": accuracy, "task": task, "speed": speed}[args.kind](d))
+    print({"accuracy": accuracy, "task": task, "speed": speed, "schedule": schedule}[args.kind](d))
     return 0
 
 
