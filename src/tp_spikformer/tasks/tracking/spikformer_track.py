@@ -154,8 +154,10 @@ _register(
     "Spikformer tracker for the synthetic 128x128 event set, trained here: dim 64, 4 heads, 4 blocks, T=4 "
     "bins per frame, head 64 ch, template 64 / search 128 (fake grid 9x9)",
     notes="train: train_tracker(model, TrackingDataset(root, 'fe108', 'train'), **config.extra['train_recipe']); "
-    "~6-10 pairs/s forward+backward at 1 thread on the shared 2-core machine",
+    "~6-10 pairs/s forward+backward at 1 thread on the shared 2-core machine. Shipped weights: "
+    "`bash scripts/train_tasks.sh spikformer-track` (8 epochs x 1,120 pairs, one thread, 22 min).",
     extra={"train_recipe": synth_recipe(epochs=8, samples_per_epoch=1120)},
+    weights="tasks/spikformer_track_synth.pt",
     embed_dims=64,
     num_heads=4,
     mlp_ratios=4,
