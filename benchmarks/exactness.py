@@ -31,20 +31,30 @@ DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference
 
 def case_report(path: Path) -> dict:
     case = torch.load(path, weights_only=True)
-    model = (
-        build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"])
-        .double()
-        .eval()
-    )
+    model = build_from_official_kwargs(case["family"], case["variant"], **case["constructor_kwargs"])
+    if (
+        "T" not in case["constructor_kwargs"]
+        and case.get("T") is not None
+        and getattr(model, "T", None) is not None
+    ):
+        model.T = case["T"]  # the official code sets T after construction (SDT-V2: model.T = args.time_steps)
+    model = model.double().eval()
     model.load_state_dict(case["state_dict"], strict=True)
     with torch.no_grad():
-        out = model(case["input"])
+        if isinstance(case["input"], dict):  # a tracker: keyword inputs, a dict of outputs (SDTrack)
+            out = model(**case["input"])
+            diff = max(float((out[k] - v).abs().max()) for k, v in case["output"].items())
+            shape = {k: list(v.shape) for k, v in case["input"].items()}
+        else:
+            out = model(case["input"])
+            diff = float((out - case["output"]).abs().max())
+            shape = list(case["input"].shape)
     row = {
-        "case": path.stem,
+        "case": str(path.relative_to(path.parents[1] if path.parent.name == "extra" else path.parent)),
         "family": case["family"],
         "variant": case["variant"],
-        "input": list(case["input"].shape),
-        "dense_max_abs_diff": float((out - case["output"]).abs().max()),
+        "input": shape,
+        "dense_max_abs_diff": diff,
     }
     if "tp" in case:
         tp = case["tp"]
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
     if not ref.is_dir():
         print(f"reference folder {ref} not found (set TP_REFERENCE_DIR)", file=sys.stderr)
         return 2
-    cases = [case_report(path) for path in sorted(ref.glob("*.pt"))]
+    cases = [case_report(path) for path in sorted(ref.rglob("*.pt"))]  # extra/ included
     params = parameter_table()
     if not args.md:
         print(json.dumps({"cases": cases, "parameters": params}, indent=2))
