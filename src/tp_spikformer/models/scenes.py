@@ -26,11 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._registry import DataConfig, ModelConfig, register_model
-from .qkformer import CifarSpikingTransformer
-from .sdt import SpikeDrivenTransformer
-from .sdt_v3 import EfficientSpikeFormer
-from .spikformer import SpikformerCifar
+from . import fashion_mnist  # noqa: F401  (registers the *_fmnist configurations these derive from)
+from ._registry import DataConfig, ModelConfig, get_model_config, register_model
 
 SCENE_MEAN = (0.2860,) * 3  # the Fashion-MNIST statistics, which the initialising grey stems expect
 SCENE_STD = (0.3530,) * 3
@@ -65,7 +62,11 @@ def _data(size: int) -> DataConfig:
     return DataConfig((3, size, size), crop_pct=1.0, interpolation="bilinear", mean=SCENE_MEAN, std=SCENE_STD)
 
 
-def _register(name, family, variant, builder, description, size, notes="", **kwargs):
+def _register(name: str, description: str, size: int, notes: str = "") -> None:
+    """``<family>_scenes``: the family's ``<family>_fmnist`` configuration with an RGB stem at ``size`` x ``size``
+    (every other constructor argument is that classifier's, so its weights initialise this one)."""
+    base = get_model_config(name.replace("_scenes", "_fmnist"))
+    kwargs = {**base.kwargs, "img_size_h": size, "img_size_w": size, "in_channels": 3}
     result = TRAINED[name]
     if result:
         description += (
@@ -73,12 +74,12 @@ def _register(name, family, variant, builder, description, size, notes="", **kwa
             f"thread(s) from {result['init_from']}: "
             f"scene test top-1 {result['test_top1']:.2f}%"
         )
-    return register_model(
+    register_model(
         ModelConfig(
             name=name,
-            family=family,
-            variant=variant,
-            builder=builder,
+            family=base.family,
+            variant=base.variant,
+            builder=base.builder,
             kwargs=kwargs,
             data=_data(size),
             num_classes=kwargs["num_classes"],
@@ -94,94 +95,26 @@ def _register(name, family, variant, builder, description, size, notes="", **kwa
 
 _register(
     "spikformer_scenes",
-    "spikformer",
-    "cifar",
-    SpikformerCifar,
     "Spikformer-2-32 (spikformer_fmnist with an RGB stem) for scenes: 3x56x56, T=4, 4 heads, 2 blocks on 14x14 "
     "tokens",
     56,
-    img_size_h=56,
-    img_size_w=56,
-    patch_size=4,
-    in_channels=3,
-    num_classes=10,
-    embed_dims=32,
-    num_heads=4,
-    mlp_ratios=4,
-    qkv_bias=False,
-    depths=2,
-    sr_ratios=1,
-    T=4,
 )
-
 _register(
     "sdt_scenes",
-    "sdt_v1",
-    "cifar",
-    SpikeDrivenTransformer,
     "SDT-V1-2-48 (sdt_fmnist with an RGB stem) for scenes: 3x56x56, T=4, 4 heads, 2 blocks on 14x14 tokens "
     "(pooling_stat 1100)",
     56,
-    img_size_h=56,
-    img_size_w=56,
-    patch_size=4,
-    in_channels=3,
-    num_classes=10,
-    embed_dims=48,
-    num_heads=4,
-    mlp_ratios=4,
-    qkv_bias=False,
-    depths=2,
-    sr_ratios=1,
-    T=4,
-    pooling_stat="1100",
-    spike_mode="lif",
-    dvs_mode=False,
-    TET=False,
 )
-
 _register(
     "qkformer_scenes",
-    "qkformer",
-    "cifar",
-    CifarSpikingTransformer,
     "QKFormer-4-32 (qkformer_fmnist with an RGB stem) for scenes: 3x56x56, T=4, dims 8/16/32, 8 heads (forced), "
     "1+1+2 blocks on 56x56/28x28/14x14 grids",
     56,
     notes="proj_lif_mode='per_sample': trained from scratch, no batch-coupled compatibility needed.",
-    img_size_h=56,
-    img_size_w=56,
-    patch_size=4,
-    in_channels=3,
-    num_classes=10,
-    embed_dims=32,
-    num_heads=8,
-    mlp_ratios=4,
-    qkv_bias=False,
-    depths=4,
-    sr_ratios=1,
-    T=4,
-    proj_lif_mode="per_sample",
 )
-
 _register(
     "sdt_v3_scenes",
-    "sdt_v3",
-    "base",
-    EfficientSpikeFormer,
     "E-SpikeFormer (sdt_v3_fmnist with an RGB stem, dims 8/16/64/64) for scenes: 3x224x224 (scenes resized 2x), "
     "no T, 4 heads, 6+2 transformer blocks on 14x14 tokens",
     224,
-    img_size_h=224,
-    img_size_w=224,
-    patch_size=16,
-    in_channels=3,
-    num_classes=10,
-    embed_dim=(8, 16, 64, 64),
-    num_heads=4,
-    mlp_ratios=4,
-    qkv_bias=False,
-    depths=8,
-    sr_ratios=1,
-    layer_scale_init_value=None,
 )
