@@ -173,18 +173,10 @@ def main(argv=None) -> dict:
         threads=args.threads,
     )
     for row in rows:
-        row["throughput"] = {}
-        for part in ("detector", "backbone"):
-            dense = {bs: bench.get(f"{part}/dense", bs)["throughput_per_s"] for bs in args.batch_sizes}
-            row["throughput"][part] = {
-                str(bs): {
-                    "images_per_s": round(
-                        r := bench.get(f"{part}/{row['variant']}", bs)["throughput_per_s"], 3
-                    ),
-                    "speedup_vs_dense": round(r / dense[bs], 4),
-                }
-                for bs in args.batch_sizes
-            }
+        row["throughput"] = {
+            part: bench.throughput_vs(f"{part}/{row['variant']}", f"{part}/dense")
+            for part in ("detector", "backbone")
+        }
     result = {
         "model": args.model,
         "checkpoint": args.checkpoint,

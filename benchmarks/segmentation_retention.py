@@ -177,18 +177,9 @@ def main(argv=None) -> dict:
         memory=False,
     )
     for row in rows:
-        row["throughput"] = {}
-        for part in parts:
-            dense = {bs: bench.get(f"{part}/dense", bs)["throughput_per_s"] for bs in args.batch_sizes}
-            row["throughput"][part] = {
-                str(bs): {
-                    "images_per_s": round(
-                        r := bench.get(f"{part}/{row['variant']}", bs)["throughput_per_s"], 3
-                    ),
-                    "speedup_vs_dense": round(r / dense[bs], 4),
-                }
-                for bs in args.batch_sizes
-            }
+        row["throughput"] = {
+            part: bench.throughput_vs(f"{part}/{row['variant']}", f"{part}/dense") for part in parts
+        }
     result = {
         "model": args.model,
         "checkpoint": args.checkpoint,

@@ -355,6 +355,19 @@ class BenchmarkResult:
                 return r
         raise UnknownNameError(f"no result for variant {variant!r} at batch size {batch_size}")
 
+    def throughput_vs(self, variant: str, reference: str) -> dict[str, dict[str, float]]:
+        """Per batch size (str keys): ``images_per_s`` of ``variant`` and its ``speedup_vs_dense`` against
+        ``reference`` (e.g. ``"backbone/tp_0.5"`` against ``"backbone/dense"``; ``speedup`` in ``results``
+        is always against the first variant)."""
+        out = {}
+        for bs in self.config["batch_sizes"]:
+            rate = self.get(variant, bs)["throughput_per_s"]
+            out[str(bs)] = {
+                "images_per_s": round(rate, 3),
+                "speedup_vs_dense": round(rate / self.get(reference, bs)["throughput_per_s"], 4),
+            }
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "environment": self.environment,
