@@ -28,7 +28,6 @@ import time
 import torch
 
 import tp_spikformer as tp
-from tp_spikformer.data.event_repr import crop_around
 from tp_spikformer.data.tracking import TrackingDataset
 from tp_spikformer.data.tracking_synth import make_tracking_dataset
 from tp_spikformer.jsonio import plain
@@ -36,29 +35,11 @@ from tp_spikformer.measure.ops import OpCounter
 from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.pruning import get_tp_state
 from tp_spikformer.tasks.tracking import apply_tracker_tp, evaluate_tracking
-from tp_spikformer.tasks.tracking.sampler import FrameSource
+from tp_spikformer.tasks.tracking.task import sample_inputs
 
 KEEPS = [0.56, 0.3]
 SCORERS = ["official", "paper", "temporal", "random"]
 CURVES = ("success_curve", "precision_curve", "norm_precision_curve", "per_sequence")
-
-
-def energy_pairs(model, sequences, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` (template, search) pairs: template from frame 0, search from frame k around its ground truth."""
-    source = FrameSource(model.input_spec())
-    zs, xs = [], []
-    for seq in sequences:
-        first = source.frame(seq, 0)
-        for k in range(1, len(seq)):
-            if len(zs) == n:
-                break
-            z, _ = crop_around(first, seq.boxes[0], 2.0, model.template_size)
-            x, _ = crop_around(source.frame(seq, k), seq.boxes[k], 4.0, model.search_size)
-            zs.append(z)
-            xs.append(x)
-    if not zs:
-        raise ValueError("no frame pairs for the energy measurement: the sequences need >= 2 frames")
-    return torch.stack(zs), torch.stack(xs)
 
 
 def energy(model, pairs: tuple[torch.Tensor, torch.Tensor]) -> dict:
@@ -139,7 +120,7 @@ def main(argv=None) -> int:
             )
         data = TrackingDataset(root, "fe108", args.split, frames_dir=args.frames_dir)
         seqs = list(data)[: args.limit] if args.limit else list(data)
-        pairs = energy_pairs(model, seqs, args.energy_pairs)
+        pairs = sample_inputs(model, seqs, batch_size=args.energy_pairs, n_batches=1)[0]  # (template, search)
         rows = {"dense": run_variant(model, seqs, None, pairs, "dense")}
         for keep in args.keeps:
             for scorer in args.scorers:
