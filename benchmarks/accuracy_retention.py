@@ -105,7 +105,9 @@ def predictions(model, data, batch_size: int, masks: torch.Tensor | None) -> tup
             key = f"{rec.name}#{rec.call}" if rec.call else rec.name
             on_kept[key] = on_kept.get(key, 0) + int((obj & kept).sum())
             kept_n[key] = kept_n.get(key, 0) + int(kept.sum())
-            on_all[key] = on_all.get(key, 0) + (float(obj.float().mean(1).sum()), int(obj.shape[0]))[0]
+            on_all[key] = on_all.get(key, 0) + float(
+                obj.float().mean(1).sum()
+            )  # sum over images of the object share
     focus = {}
     n = len(data)
     for key in on_kept:
