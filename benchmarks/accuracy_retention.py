@@ -16,12 +16,18 @@ at keep 0.75, 0.5 and 0.3 (every block keeping that fraction, training-free), ea
   the scene's object mask; Fashion-MNIST: the item's pixels above 10 % intensity), measured on the grid of
   the block's input.
 
-Usage: python benchmarks/accuracy_retention.py [--models ...] [--limit N] [--out results.json]
+Usage: python benchmarks/accuracy_retention.py [--models ...] [--limit N] [--out results.json [--merge]]
+
+``--merge`` keeps the other models already in ``--out`` (runs of one model at a time, on separate cores) and
+adds this command to its ``commands``. Each model's bootstrap draws come from a fresh generator seeded with
+``--seed``, so a model's intervals do not depend on which models ran before it in the same command.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -137,8 +143,9 @@ def bootstrap(correct: np.ndarray, reference: np.ndarray | None, draws: np.ndarr
     return res
 
 
-def run_model(name: str, args, rng: np.random.Generator) -> dict:
+def run_model(name: str, args) -> dict:
     t0 = time.time()
+    rng = np.random.default_rng(args.seed)
     model = create_model(name, pretrained=True).eval()
     data, bed = test_set(name, model, args.limit, args.data_root)
     n = len(data)
@@ -152,7 +159,7 @@ def run_model(name: str, args, rng: np.random.Generator) -> dict:
             model, [c for c in configs if has_time or c[1] is None or "temporal" not in c[1]], record=True
         )
     }
-    entry = {"family": model.config.family, "test_bed": bed, "n": n, "variants": {}}
+    entry = {"family": model.config.family, "test_bed": bed, "n": n, "limit": args.limit, "variants": {}}
     dense = None
     raw = {}
     for label, v in variants.items():
@@ -191,9 +198,20 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--merge", action="store_true", help="keep the other models already in --out; add this command"
+    )
+    args = p.parse_args(argv if argv is not None else sys.argv[1:])
+    if args.merge and not args.out:
+        p.error("--merge needs --out (the JSON file to merge into)")
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    command = " ".join(
+        ["python benchmarks/accuracy_retention.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    previous = {"models": {}, "commands": []}
+    if args.merge and os.path.isfile(args.out):
+        with open(args.out) as f:
+            previous = json.load(f)
     results = {
         "benchmark": "accuracy_retention",
         "keeps": KEEPS,
@@ -202,10 +220,11 @@ def main(argv=None) -> int:
         "ci": "95 % percentile bootstrap over test images; paired with random at the same keep",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "models": {},
+        "models": {k: v for k, v in previous.get("models", {}).items() if k not in args.models},
+        "commands": [*previous.get("commands", []), command],
     }
     for name in args.models:
-        results["models"][name] = run_model(name, args, rng)
+        results["models"][name] = run_model(name, args)
         if args.out:
             write_json(args.out, results)
     print(dumps(results))

@@ -17,10 +17,12 @@ bootstrap interval over images, and the counted cost on held-out images (SOPs de
 do not). Prints JSON (and writes it to ``--out``).
 
 Data and metric per model are pluggable: ``BEDS`` maps a test-bed name to (calibration loader, held-out
-loader, evaluate function, objective); ``MODEL_BEDS`` maps a model to its bed (``--models name:bed``
+loader, score function, objective); ``MODEL_BEDS`` maps a model to its bed (``--models name:bed``
 overrides it): ``fashion_mnist`` for the shipped ``*_fmnist`` models, ``scenes`` for the ``*_scenes``
-classifiers. Segmentation and detection models plug in by adding a bed whose evaluate function returns
-per-image scores (e.g. per-image mIoU) and whose objective fits (``features`` for dense heads).
+classifiers, ``segmentation_scenes`` (mIoU pooled over the first 300 validation scenes, bootstrap over
+images; objective: pixel error on 256 training scenes) for ``sdt_v3_scenes_semfpn``, ``detection_scenes``
+(COCO mAP by pycocotools on the first 300 validation scenes, paired t interval over 10 image folds;
+objective: ``features``, the backbone's stage maps, on 256 training scenes) for ``sdt_v3_scenes_fcos``.
 
 Usage: python benchmarks/schedule_search.py [--models spikformer_fmnist sdt_fmnist ...] [--metrics macs sops]
        [--budgets 0.5 0.7] [--calibration-size 256] [--limit N] [--threads 1] [--out file.json]
@@ -54,25 +56,167 @@ MODELS = ["spikformer_fmnist", "sdt_fmnist", "qkformer_fmnist", "sdt_v3_fmnist"]
 # -- test beds: data and metric per model ----------------------------------------------------------------
 
 
-def classification_scores(model, data, batch_size: int) -> np.ndarray:
-    """Per-image top-1 correctness (1.0 / 0.0) of ``model`` on a labelled dataset, in dataset order."""
+class PerImageMean:
+    """Per-image scores (classification: 1.0 correct / 0.0 wrong); the score is their mean in percent, and a
+    bootstrap draw resamples images."""
+
+    method = "95 % percentile bootstrap over held-out images (2,000 draws), paired"
+
+    def __init__(self, scores: np.ndarray):
+        self.scores = np.asarray(scores, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def value(self) -> float:
+        return 100.0 * float(self.scores.mean())
+
+    def draws(self, idx: np.ndarray) -> np.ndarray:
+        """Score of every resample ``idx [B, N]`` (image indices), in percent."""
+        return 100.0 * self.scores[idx].mean(axis=1)
+
+
+class PooledIoU:
+    """Per-image class histograms (intersection, union) of a segmenter; the score is mmseg's mIoU pooled over
+    the images (sums first, then IoU per class, nanmean over the classes present), and a bootstrap draw
+    pools the resampled images' histograms."""
+
+    method = "95 % percentile bootstrap over held-out images (2,000 draws; mIoU pooled per draw), paired"
+
+    def __init__(self, inter: np.ndarray, union: np.ndarray):
+        self.inter, self.union = inter.astype(np.float64), union.astype(np.float64)  # [N, K] each
+
+    def __len__(self) -> int:
+        return len(self.inter)
+
+    @staticmethod
+    def _miou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * np.nanmean(inter / union, axis=-1)  # union 0: class absent, NaN, left out
+
+    @property
+    def value(self) -> float:
+        return float(self._miou(self.inter.sum(0), self.union.sum(0)))
+
+    def draws(self, idx: np.ndarray) -> np.ndarray:
+        n = len(self)
+        weights = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)  # [B, N]
+        return self._miou(weights @ self.inter, weights @ self.union)
+
+
+class FoldedCOCO:
+    """COCO mAP of a detector's results on the held-out images, and on ``folds`` disjoint folds of them
+    (images dealt round-robin): COCO AP does not split into per-image scores, so a paired difference's
+    interval is the difference on all images +- t x the standard error of the folds' differences, instead of
+    a bootstrap over images."""
+
+    folds = 10
+
+    @property
+    def method(self) -> str:
+        return (
+            f"difference on all images +- t(0.975, {self.folds - 1}) x standard error over {self.folds} disjoint "
+            "image folds (COCO mAP per fold), paired"
+        )
+
+    def __init__(self, ground_truth: dict, results: list, image_ids: list[int]):
+        from tp_spikformer.tasks.detection.coco_eval import score_results
+
+        self.n = len(image_ids)
+        self._value = score_results(ground_truth, results, image_ids)["mAP"]
+        self.per_fold = np.array(
+            [
+                score_results(ground_truth, results, image_ids[k :: self.folds])["mAP"]
+                for k in range(self.folds)
+            ]
+        )
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def value(self) -> float:
+        return float(self._value)
+
+
+def paired_difference(a, b, seed: int, n_boot: int = 2000) -> dict[str, Any]:
+    """Score of ``a`` minus score of ``b`` (points) on the same held-out images, with a 95 % interval."""
+    if isinstance(a, FoldedCOCO):
+        d = a.per_fold - b.per_fold
+        k = len(d)
+        half = T975[k - 1] * float(d.std(ddof=1)) / np.sqrt(k)  # standard error from the folds
+        mean = a.value - b.value  # the difference on all held-out images
+        return {"mean": mean, "ci95": [mean - half, mean + half], "method": a.method}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    d = a.draws(idx) - b.draws(idx)
+    lo, hi = np.percentile(d, [2.5, 97.5])
+    return {"mean": a.value - b.value, "ci95": [float(lo), float(hi)], "method": a.method}
+
+
+T975 = {9: 2.262157}  # Student t, 97.5 % quantile, by degrees of freedom (10 folds)
+
+
+def classification_scores(model, data, batch_size: int) -> PerImageMean:
+    """Per-image top-1 correctness of ``model`` on a labelled dataset, in dataset order."""
     out = []
     with torch.inference_mode():
         for x, y in _batches(data, batch_size):
             pred = logits_of(model(x.to(_device(model)))).argmax(1).cpu()
             out.append((pred == y).double().numpy())
-    return np.concatenate(out)
+    return PerImageMean(np.concatenate(out))
+
+
+def segmentation_scores(model, data, batch_size: int) -> PooledIoU:
+    """Per-image intersection and union histograms (mmseg's whole inference: logits resized to the label)."""
+    from tp_spikformer.tasks.segmentation.evaluation import whole_inference
+    from tp_spikformer.tasks.segmentation.inputs import (
+        equal_size_batches,
+        input_normalization,
+        normalize_images,
+    )
+    from tp_spikformer.tasks.segmentation.metrics import intersect_and_union
+
+    norm, k = input_normalization(model), model.num_classes
+    inter, union = [], []
+    with torch.inference_mode():
+        for group in equal_size_batches(data, range(len(data)), batch_size):
+            x = normalize_images(torch.stack([g[0] for g in group]), norm)
+            y = torch.stack([g[1] for g in group])
+            pred = whole_inference(model, x, y.shape[-2:]).argmax(1)  # [B, H, W]
+            for p, t in zip(pred, y):
+                i, a_pred, a_label = intersect_and_union(p, t, k)
+                inter.append(i.numpy())
+                union.append((a_pred + a_label - i).numpy())
+    return PooledIoU(np.stack(inter), np.stack(union))
+
+
+def detection_scores(model, data, batch_size: int) -> FoldedCOCO:
+    """COCO mAP (pycocotools) of the detector's results on the held-out scenes, overall and per fold."""
+    from tp_spikformer.tasks.detection.engine import ground_truth, predict_detection
+
+    idx = list(range(len(data)))
+    results = predict_detection(model, data, batch_size=batch_size)
+    ids = [
+        int(data.target(i)["image_id"]) if hasattr(data, "target") else int(data[i][1]["image_id"])
+        for i in idx
+    ]
+    return FoldedCOCO(ground_truth(data, idx), results, ids)
 
 
 @dataclass
 class Bed:
-    """Calibration data, held-out data, a per-image score (higher is better) and the search objective."""
+    """Calibration data, held-out data, the held-out score (higher is better) and the search objective.
+    ``task`` beds hand the calibration images to ``tp.calibrate`` through the task's
+    ``calibration_inputs`` (normalised / letterboxed tensors)."""
 
     calibration: Callable[[Any, argparse.Namespace], Any]
     held_out: Callable[[Any, argparse.Namespace], Any]
-    scores: Callable[[Any, Any, int], np.ndarray] = classification_scores
+    scores: Callable[[Any, Any, int], Any] = classification_scores
     objective: str = "accuracy"
     score_name: str = "top1"
+    task: str | None = None
 
 
 BEDS: dict[str, Bed] = {
@@ -108,12 +252,44 @@ BEDS: dict[str, Bed] = {
         ),
     ),
 }
+
+
+def _task_scenes(task: str, split: str, n: int):
+    def load(m, a):
+        from tp_spikformer.api import task_spec
+
+        return task_spec(task).load_dataset(f"scenes:{n}", root=a.data_root, split=split, model=m)
+
+    return load
+
+
+# dense tasks: calibration from generated TRAINING scenes (Fashion-MNIST train objects), evaluation on the
+# first validation scenes (test objects), as the segmentation / detection retention benchmarks score them
+BEDS["segmentation_scenes"] = Bed(
+    calibration=_task_scenes("segmentation", "train", 1000),
+    held_out=lambda m, a: _task_scenes("segmentation", "validation", a.limit or 300)(m, a),
+    scores=segmentation_scores,
+    objective="accuracy",
+    score_name="mIoU",
+    task="segmentation",
+)
+BEDS["detection_scenes"] = Bed(
+    calibration=_task_scenes("detection", "train", 1000),
+    held_out=lambda m, a: _task_scenes("detection", "val", a.limit or 300)(m, a),
+    scores=detection_scores,
+    objective="features",
+    score_name="mAP",
+    task="detection",
+)
+
 MODEL_BEDS = {
     **{f"{f}_scenes": "scenes" for f in ("spikformer", "sdt", "qkformer", "sdt_v3")},
     "spikformer_fmnist": "fashion_mnist",
     "sdt_fmnist": "fashion_mnist",
     "qkformer_fmnist": "fashion_mnist",
     "sdt_v3_fmnist": "fashion_mnist",
+    "sdt_v3_scenes_semfpn": "segmentation_scenes",
+    "sdt_v3_scenes_fcos": "detection_scenes",
 }
 
 
@@ -190,15 +366,6 @@ def _counted(model, inputs, metric: str, keep) -> float:
         st.enabled = True
 
 
-def _bootstrap_diff(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int = 2000) -> dict[str, float]:
-    """Mean of ``a - b`` (per image, in points) and its 95 % percentile bootstrap interval over images."""
-    d = 100.0 * (a - b)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)]}
-
-
 # -- one model -------------------------------------------------------------------------------------------
 
 
@@ -207,25 +374,33 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     bed = BEDS[bed_name]
     model = _load_model(name, args.fire)
     calib_data, held = bed.calibration(model, args), bed.held_out(model, args)
+    calib_size = args.calibration_size
+    n_cost_batches = max(1, args.cost_images // args.batch_size)
+    if bed.task is not None:  # the task draws and prepares the calibration images (tensors)
+        from tp_spikformer.api import task_spec
+
+        spec = task_spec(bed.task)
+        calib_data = spec.calibration_inputs(model, calib_data, calib_size, args.seed)
+        calib_size = None
+        held_inputs = spec.sample_inputs(model, held, args.batch_size, n_cost_batches)
+    else:
+        held_inputs = [x for x, _ in _batches(held, args.batch_size)][:n_cost_batches]
     shared = copy.deepcopy(model)
     state = apply_tp(shared, keep=1.0, scorer=args.scorer, seed=args.seed)
-    cal = calibration_set(calib_data, args.calibration_size, args.batch_size, args.seed)
+    cal = calibration_set(calib_data, calib_size, args.batch_size, args.seed)
     cal_inputs = cal.inputs()
-    held_inputs = [x for x, _ in _batches(held, args.batch_size)][
-        : max(1, args.cost_images // args.batch_size)
-    ]
 
     def evaluate(keep) -> dict[str, Any]:
         if keep is None:
             state.enabled = False
         else:
             state.configure(enabled=True, keep=keep, scorer=args.scorer)
-        scores = bed.scores(shared, held, args.batch_size)
+        scored = bed.scores(shared, held, args.batch_size)
         state.enabled = True
         entry = {
             "keep": None if keep is None else str(keep),
-            bed.score_name: 100.0 * float(scores.mean()),
-            "_scores": scores,
+            bed.score_name: scored.value,
+            "_scores": scored,
         }
         for metric in args.metrics:
             dense_cal, dense_held = dense_cost[metric]
@@ -255,6 +430,7 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
         "n_calibration": cal.size,
         "n_held_out": len(held),
         "objective": bed.objective,
+        "score": bed.score_name,
         "scorer": args.scorer,
         "dense": dense,
         "official_source": official_source,
@@ -272,7 +448,7 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
                 metric=metric,
                 objective=bed.objective,
                 scorers=args.scorer,
-                calibration_size=args.calibration_size,
+                calibration_size=calib_size,
                 batch_size=args.batch_size,
                 seed=args.seed,
                 levels=args.levels,
@@ -296,7 +472,9 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             "budget": budget,
             "calibrated": calibrated,
             "uniform": uniform,
-            "calibrated_minus_uniform": _bootstrap_diff(calibrated["_scores"], uniform["_scores"], args.seed),
+            "calibrated_minus_uniform": paired_difference(
+                calibrated["_scores"], uniform["_scores"], args.seed
+            ),
         }
         print(
             f"[schedule_search] {name} {metric}@{budget:.4g}: calibrated {calibrated[bed.score_name]:.2f} "
@@ -314,10 +492,10 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             at = search(metric, cost)
             if "calibrated" in at:
                 at["official"] = dict(result["official"].items())
-                at["official_minus_uniform"] = _bootstrap_diff(
+                at["official_minus_uniform"] = paired_difference(
                     result["official"]["_scores"], at["uniform"]["_scores"], args.seed
                 )
-                at["calibrated_minus_official"] = _bootstrap_diff(
+                at["calibrated_minus_official"] = paired_difference(
                     at["calibrated"]["_scores"], result["official"]["_scores"], args.seed
                 )
             entry["at_official_cost"] = at
@@ -329,7 +507,7 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _strip(obj: Any) -> Any:
-    """Drop the per-image score arrays (``_scores``) before printing."""
+    """Drop the per-image scores (``_scores``) before printing."""
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if k != "_scores"}
     if isinstance(obj, list):

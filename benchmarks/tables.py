@@ -111,30 +111,37 @@ def schedule(d: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(name, metric, label, dense, b):
+    def row(name, metric, label, dense, b, key):
         if "unreachable" in b:
             low = b["unreachable"].split("minimum reachable cost is ")[-1].split(" ")[0]
-            return (
-                f"| `{name}` | {metric} | {label} | {dense:.1f} | unreachable (minimum cost {low}) | | | | |"
-            )
+            return f"| {name} | {metric} | {label} | {dense:.1f} | unreachable (minimum cost {low}) | | | | |"
         cal, uni, diff = b["calibrated"], b["uniform"], b["calibrated_minus_uniform"]
         off = b.get("official")
-        off_cell = "n/a" if off is None else f"{off['top1']:.1f} (cost {off[metric + '_held_out']:.2f})"
+        off_cell = "n/a" if off is None else f"{off[key]:.1f} (cost {off[metric + '_held_out']:.2f})"
         return (
-            f"| `{name}` | {metric} | {label} | {dense:.1f} | {cal['top1']:.1f} "
-            f"(`{cal['keep']}`, cost {cal[metric + '_held_out']:.2f}) | {uni['top1']:.1f} "
+            f"| {name} | {metric} | {label} | {dense:.1f} | {cal[key]:.1f} "
+            f"(`{cal['keep']}`, cost {cal[metric + '_held_out']:.2f}) | {uni[key]:.1f} "
             f"(keep {uni.get('fraction', uni['keep'])}, cost {uni[metric + '_held_out']:.2f}) | {off_cell} | "
             f"{diff['mean']:+.1f} ({diff['ci95'][0]:+.1f} to {diff['ci95'][1]:+.1f}) | {cal['search_seconds']:.0f} |"
         )
 
     for name, m in d["models"].items():
+        key = m.get("score", "top1")  # top1, mIoU or mAP
+        shown = f"`{name}`" if key == "top1" else f"`{name}` ({key})"
         for metric, per in m["metrics"].items():
             for budget, b in per["budgets"].items():
-                lines.append(row(name, metric, budget, m["dense"]["top1"], b))
+                lines.append(row(shown, metric, budget, m["dense"][key], b, key))
             official = per.get("at_official_cost")
             if isinstance(official, dict):
                 lines.append(
-                    row(name, metric, f"official's ({official['budget']:.3f})", m["dense"]["top1"], official)
+                    row(
+                        shown,
+                        metric,
+                        f"official's ({official['budget']:.3f})",
+                        m["dense"][key],
+                        official,
+                        key,
+                    )
                 )
     return "\n".join(lines)
 

@@ -110,8 +110,9 @@ def _add_calibrate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--objective",
         choices=list(OBJECTIVES),
-        default="accuracy",
-        help="accuracy (labelled data), logits_kl or features (unlabelled: closeness to the dense model)",
+        default=None,
+        help="accuracy (labelled data; segmentation: pixel accuracy), logits_kl or features (unlabelled: "
+        "closeness to the dense model); default: accuracy, features for detection",
     )
     g.add_argument(
         "--calibration-size",
@@ -330,17 +331,33 @@ def _cmd_calibrate(args) -> int:
             "calibrate searches the keep schedule, so --keep is not used; give --budget (a fraction of "
             "the dense model's cost) and apply the result with --keep <out>/schedule.json"
         )
+    spec = None
+    if args.task != "classification":
+        from .api import task_spec
+
+        spec = task_spec(args.task)
+        if spec.calibration_inputs is None:
+            raise UsageError(
+                f"calibrate has no schedule search for --task {args.task}; it supports classification, "
+                "segmentation and detection"
+            )
     out = options.output_dir(args.out, "calibrate")
     model = _load_model(args)
+    _check_task(args, model)
     data = _load_data(args, model)
+    objective, size = args.objective or "accuracy", args.calibration_size
+    if spec is not None:
+        # a task model takes normalised (letterboxed) tensors: the task prepares the drawn images
+        data = spec.calibration_inputs(model, data, size, args.seed)
+        objective, size = args.objective or spec.calibration_objective, None
     result = calibrate(
         model,
         data,
         budget=args.budget,
         metric=args.metric,
-        objective=args.objective,
+        objective=objective,
         scorers=args.search_scorers or args.scorer or "official",
-        calibration_size=args.calibration_size,
+        calibration_size=size,
         batch_size=args.batch_size,
         seed=args.seed,
         levels=args.levels,
@@ -522,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         "schedule.json for --keep",
     )
     options.add_model_args(c)
+    options.add_task_arg(c)
     options.add_tp_args(c, default_keep=None, title="token pruning (the keep schedule is searched)")
     options.add_data_args(c, split="train")
     _add_calibrate_args(c)

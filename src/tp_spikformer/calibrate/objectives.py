@@ -2,12 +2,15 @@
 
 * ``accuracy`` (labelled data): the top-1 error rate; ties (small calibration sets give many) are broken by
   ``0.001 x`` the mean cross-entropy, so that of two schedules with the same errors the one whose logits
-  moved less toward wrong classes wins.
+  moved less toward wrong classes wins. For segmentation (logits ``[B, K, h, w]``, label maps
+  ``[B, H, W]``) the same on pixels: the pixel error rate, ignore index 255 left out.
 * ``logits_kl`` (no labels needed): the mean ``KL(p_dense || p_pruned)`` of the class probabilities, in
-  nats: how far pruning moved the model's predictions away from the dense model's.
+  nats: how far pruning moved the model's predictions away from the dense model's (segmentation: the mean
+  over the pixels of the logit maps).
 * ``features`` (no labels; for models with dense heads, e.g. segmentation and detection backbones): the
   relative squared error ``sum ||f - f_dense||^2 / sum ||f_dense||^2`` of ``model.forward_features(x)``
-  (the full token grid, also when pruned), or of ``fn(model, x)`` when given. The dense features of every
+  (the full token grid, also when pruned; a list of stage maps counts all of them), or of ``fn(model, x)``
+  when given. The dense features of every
   calibration image stay on the device (``T x C x H x W`` floats per image): mind the calibration size.
 
 An objective is evaluated in two steps: ``target(dense_output, y)`` once per calibration batch on the dense
@@ -41,7 +44,10 @@ class Objective:
     uses_forward = True  # output() is model(x): the operation counter can run in the same pass
 
     def output(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return logits_of(model(x)).float()
+        out = model(x)
+        if isinstance(out, torch.Tensor) and out.dim() == 4:  # dense-prediction logits [B, K, h, w]
+            return out.float()
+        return logits_of(out).float()
 
     def target(self, dense_output: torch.Tensor, y: torch.Tensor | None) -> Any:
         return None
@@ -60,24 +66,46 @@ class Objective:
 
 
 class AccuracyObjective(Objective):
-    """Top-1 error, ties broken by ``0.001 x`` mean cross-entropy (module docstring)."""
+    """Top-1 error, ties broken by ``0.001 x`` mean cross-entropy (module docstring).
+
+    Dense prediction (segmentation): logits ``[B, K, h, w]`` with label maps ``[B, H, W]`` give the pixel
+    error instead: the logits are resized bilinearly to the label size (as mmseg scores them), pixels
+    labelled ``ignore_index`` are left out, and errors and cross-entropy are averaged over the counted
+    pixels."""
 
     name = "accuracy"
     needs_labels = True
 
+    def __init__(self, ignore_index: int = 255):
+        self.ignore_index = int(ignore_index)
+
     def terms(self, output, target, y):
+        if output.dim() == 4 and y is not None and y.dim() == 3:
+            return self._pixel_terms(output, y)
         return {
             "errors": float((output.argmax(1) != y).sum()),
             "cross_entropy": float(F.cross_entropy(output, y, reduction="sum")),
         }
 
+    def _pixel_terms(self, output, y):
+        if tuple(output.shape[-2:]) != tuple(y.shape[-2:]):
+            output = F.interpolate(output, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        y = y.long()
+        valid = y != self.ignore_index
+        errors = (output.argmax(1) != y) & valid
+        ce = F.cross_entropy(output, y, ignore_index=self.ignore_index, reduction="sum")
+        return {"errors": float(errors.sum()), "cross_entropy": float(ce), "count": float(valid.sum())}
+
     def value(self, sums, n):
-        return sums["errors"] / n + CE_TIE_BREAK * sums["cross_entropy"] / n
+        count = sums.get("count", n) or 1.0
+        return sums["errors"] / count + CE_TIE_BREAK * sums["cross_entropy"] / count
 
     def report(self, sums, n):
+        count = sums.get("count", n) or 1.0
+        key = "pixel_accuracy" if "count" in sums else "top1"
         return {
-            "top1": 100.0 * (1.0 - sums["errors"] / n),
-            "cross_entropy": sums["cross_entropy"] / n,
+            key: 100.0 * (1.0 - sums["errors"] / count),
+            "cross_entropy": sums["cross_entropy"] / count,
             "value": self.value(sums, n),
         }
 
@@ -94,17 +122,20 @@ class LogitsKLObjective(Objective):
         log_p = F.log_softmax(output, dim=1)
         kl = (target.exp() * (target - log_p)).sum()
         out = {"kl": float(kl), "agree": float((output.argmax(1) == target.argmax(1)).sum())}
-        if y is not None:
+        if output.dim() == 4:  # per pixel of the logit maps
+            out["count"] = float(output.shape[0] * output.shape[2] * output.shape[3])
+        elif y is not None:
             out["errors"] = float((output.argmax(1) != y).sum())
         return out
 
     def value(self, sums, n):
-        return sums["kl"] / n
+        return sums["kl"] / sums.get("count", n)
 
     def report(self, sums, n):
+        count = sums.get("count", n)
         rep = {
-            "kl": sums["kl"] / n,
-            "agreement_with_dense": 100.0 * sums["agree"] / n,
+            "kl": sums["kl"] / count,
+            "agreement_with_dense": 100.0 * sums["agree"] / count,
             "value": self.value(sums, n),
         }
         if "errors" in sums:
@@ -131,10 +162,13 @@ class FeatureObjective(Objective):
                     "lacks; pass FeatureObjective(fn=lambda model, x: ...) or objective='logits_kl'"
                 )
             out = model.forward_features(x)
+        if isinstance(out, (list, tuple)) and out and all(isinstance(t, torch.Tensor) for t in out):
+            # stage outputs of a dense-prediction backbone: every element of every map counts
+            return torch.cat([t.float().reshape(-1) for t in out])
         if not isinstance(out, torch.Tensor):
             raise UsageTypeError(
-                f"objective 'features': the features are a {type(out).__name__}, expected a tensor; "
-                "pass FeatureObjective(fn=...) that returns one tensor"
+                f"objective 'features': the features are a {type(out).__name__}, expected a tensor or a "
+                "list of tensors; pass FeatureObjective(fn=...) that returns one of those"
             )
         return out.float()
 

@@ -39,6 +39,10 @@ class TaskSpec:
       the command line offers for the task (``--dataset``, ``--data-root``, ``--split``).
     * ``train(model, args) -> metrics``: ``tp-spikformer train --task <name>`` with the parsed options;
       ``train_defaults``: the task's recipe for the options a user did not give (epochs, batch size, ...).
+    * ``calibration_inputs(model, dataset, size, seed) -> (inputs, labels or None)``: the tensors the
+      keep-schedule search runs the model on (normalised, at the model's input size; ``size`` samples
+      drawn as :mod:`.calibration` says); ``calibration_objective``: the search objective that fits them
+      (None: the task has no schedule search).
     """
 
     name: str
@@ -51,6 +55,8 @@ class TaskSpec:
     dataset_names: Sequence[str] = ()
     train: Callable[..., dict[str, Any]] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    calibration_inputs: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
+    calibration_objective: str | None = None
 
 
 _TASKS: dict[str, TaskSpec] = {}

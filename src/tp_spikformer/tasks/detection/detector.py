@@ -73,6 +73,11 @@ class SpikingDetector(nn.Module):
             feats = [f.mean(0) for f in feats]  # [T, B, C, H, W] -> [B, C, H, W]
         return list(feats)
 
+    def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's stage maps of a padded batch (what the neck reads; the calibration objective
+        ``features`` compares them with the dense model's)."""
+        return self.backbone_features(self.pad(images))
+
     def pad(self, images: torch.Tensor) -> torch.Tensor:
         """Zero-pad ``[B, C, H, W]`` images bottom/right to sides that are multiples of :attr:`size_divisor`
         (zero = the mean colour after normalisation; boxes keep their coordinates)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..calibration import pick_indices
 from ..protocol import TaskSpec, register_task
 from .engine import _indices, evaluate_detection, preprocess_for
 from .preprocess import make_batch
@@ -51,16 +52,31 @@ def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[torch
     return batches
 
 
+def calibration_inputs(model, dataset, size: int | None, seed: int) -> tuple[torch.Tensor, None]:
+    """Letterboxed, normalised, padded images ``[N, 3, H, W]`` (as the detector sees them) of ``size``
+    items drawn from ``dataset`` (:func:`..calibration.pick_indices`); no labels: the search's objective
+    is ``features`` (the backbone's stage maps stay close to the dense model's, what the neck and head
+    read)."""
+    pre = preprocess_for(model)
+    images, _, _ = make_batch(
+        [pre(*dataset[i]) for i in pick_indices(len(dataset), size, seed)], model.size_divisor
+    )
+    return images, None
+
+
 DATASETS = ("coco", "scenes[:<n>]")
+TRAIN_SPLITS = ("train", "training")
 
 
 def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
     """``coco``: ``<root>/annotations/instances_<split>.json`` + ``<root>/<split>/`` (any COCO-format set,
     e.g. written by ``tp-spikformer make-scenes``); ``scenes[:<n>]``: n (default 500) validation scenes of the
-    model's input size generated on the fly (objects from the shipped Fashion-MNIST slice)."""
+    model's input size generated on the fly (objects from the shipped Fashion-MNIST slice; with split
+    ``train``/``training``: training scenes, objects from the Fashion-MNIST train split under ``root`` or
+    Debian's folder)."""
     from ...data import CocoDetection
     from ...errors import UsageError
-    from ..training_data import validation_scenes
+    from ..training_data import training_scenes, validation_scenes
 
     if name == "coco":
         if root is None:
@@ -72,6 +88,8 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
         n = name.partition(":")[2]
         if n and not (n.isdigit() and int(n) >= 1):
             raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
+        if split in TRAIN_SPLITS:  # e.g. calibration: never the validation scenes
+            return training_scenes(model, int(n or 500), "detection", root=root)
         return validation_scenes(model, int(n or 500), "detection")
     raise UsageError(f"unknown detection dataset {name!r}; choose one of {DATASETS}")
 
@@ -131,5 +149,7 @@ SPEC = register_task(
         dataset_names=DATASETS,
         train=train,
         train_defaults=TRAIN_DEFAULTS,
+        calibration_inputs=calibration_inputs,
+        calibration_objective="features",
     )
 )

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from ...errors import UsageError
+from ..calibration import pick_indices
 from ..protocol import TaskSpec, register_task
 from .evaluation import evaluate_segmentation
-from .inputs import sample_inputs
+from .inputs import input_normalization, normalize_images, sample_inputs, split_item
 
 METRICS = (("mIoU", "mIoU"), ("aAcc", "aAcc"), ("mAcc", "mAcc"))
 DATASETS = ("ade20k", "scenes[:<n>]")
+TRAIN_SPLITS = ("train", "training")
 
 
 def evaluate(model, dataset, *, batch_size: int, device, limit, out_dir=None) -> dict[str, Any]:
@@ -35,7 +40,7 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     generated on the fly (objects from the shipped Fashion-MNIST slice)."""
     from ...data.segmentation import ADE20KDataset, SegmentationEvalTransform
     from ...errors import UsageError
-    from ..training_data import validation_scenes
+    from ..training_data import training_scenes, validation_scenes
 
     extra = model.config.extra
     if name == "ade20k":
@@ -54,8 +59,27 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
         n = name.partition(":")[2]
         if n and not (n.isdigit() and int(n) >= 1):
             raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
+        if split in TRAIN_SPLITS:  # e.g. calibration: never the validation scenes
+            return training_scenes(model, int(n or 500), "segmentation", root=root)
         return validation_scenes(model, int(n or 500), "segmentation")
     raise UsageError(f"unknown segmentation dataset {name!r}; choose one of {DATASETS}")
+
+
+def calibration_inputs(model, dataset, size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised images ``[N, 3, H, W]`` at the configuration's input size and their label maps
+    ``[N, H, W]`` (nearest-resized; ignore index kept) of ``size`` items drawn from ``dataset``
+    (:func:`..calibration.pick_indices`); the search's objective is the pixel error (``accuracy``)."""
+    _, h, w = model.config.data.input_size
+    images, labels = [], []
+    for i in pick_indices(len(dataset), size, seed):
+        image, label, _ = split_item(dataset[i], i, dataset)
+        if tuple(image.shape[-2:]) != (h, w):
+            image = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+            label = F.interpolate(label[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+        images.append(image.float())
+        labels.append(label.long())
+    x = normalize_images(torch.stack(images), input_normalization(model))  # [N, 3, H, W]
+    return x, torch.stack(labels)  # labels [N, H, W]
 
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.005, "warmup_steps": 200}
@@ -114,5 +138,7 @@ SPEC = register_task(
         dataset_names=DATASETS,
         train=train,
         train_defaults=TRAIN_DEFAULTS,
+        calibration_inputs=calibration_inputs,
+        calibration_objective="accuracy",
     )
 )
