@@ -234,3 +234,25 @@ def test_folded_coco_interval_is_centred_on_the_set_difference(bench):
     assert a.value == pytest.approx(100.0) and len(a.per_fold) == 10
     d = bench.paired_difference(a, b, seed=0)
     assert d["mean"] == pytest.approx(a.value - b.value) and d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+
+
+@pytest.mark.slow
+def test_accuracy_retention_merge_keeps_other_models_and_adds_the_command(tmp_path, monkeypatch):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_retention.py"
+    spec = importlib.util.spec_from_file_location("accuracy_retention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "KEEPS", [0.5])
+    monkeypatch.setattr(module, "SCORERS", ["official", "random"])
+    out = tmp_path / "acc.json"
+    out.write_text(json.dumps({"models": {"other": {"n": 1}}, "commands": ["earlier"]}))
+    argv = ["--models", "sdt_fmnist", "--limit", "20", "--bootstrap", "20", "--out", str(out), "--merge"]
+    assert module.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"other", "sdt_fmnist"}
+    assert result["commands"][0] == "earlier" and "--merge" in result["commands"][1]
+    variants = result["models"]["sdt_fmnist"]["variants"]
+    assert len(variants) == 3 and result["models"]["sdt_fmnist"]["limit"] == 20
+    official = next(v for v in variants.values() if v["scorer"] == "official")
+    lo, hi = official["diff_ci95"]
+    assert lo <= official["diff_to_random"] <= hi
