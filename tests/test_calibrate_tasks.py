@@ -256,3 +256,10 @@ def test_accuracy_retention_merge_keeps_other_models_and_adds_the_command(tmp_pa
     official = next(v for v in variants.values() if v["scorer"] == "official")
     lo, hi = official["diff_ci95"]
     assert lo <= official["diff_to_random"] <= hi
+
+
+def test_calibrate_refuses_raw_dataset_items_for_a_task_model():
+    m = tp.create_model("sdt_v3_tiny_semfpn").eval()
+    data = task_spec("segmentation").load_dataset("scenes:2", root=None, split="validation", model=m)
+    with pytest.raises(TypeError, match="calibration_inputs"):
+        tp.calibrate(m, data, 0.9, calibration_size=None, verbose=False)

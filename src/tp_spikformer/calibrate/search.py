@@ -101,6 +101,7 @@ def calibrate(
         raise UsageTypeError(
             f"calibrate got unknown option(s) {unknown}; TP options it takes: window, gather_order, protect"
         )
+    _check_task_inputs(model, data)
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -187,6 +188,24 @@ def calibrate(
 
 
 # -- argument checks ---------------------------------------------------------------------------------------
+
+
+def _check_task_inputs(model: nn.Module, data: Any) -> None:
+    """Segmentation and detection models take prepared image tensors (normalised; detectors letterboxed),
+    which their datasets' items are not: refuse anything else instead of calibrating on raw pixels."""
+    task = getattr(getattr(model, "config", None), "task", "classification")
+    if task not in ("segmentation", "detection"):
+        return
+    prepared = isinstance(data, torch.Tensor) or (
+        isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor)
+    )
+    if not prepared:
+        raise UsageTypeError(
+            f"{model.config.name} is a {task} model: calibrate it on prepared image tensors, not on "
+            f"{type(data).__name__} items; get them with tp_spikformer.api.task_spec({task!r})"
+            ".calibration_inputs(model, dataset, size, seed), or run `tp-spikformer calibrate --task "
+            f"{task}`"
+        )
 
 
 def _check_budget(budget: Any) -> float:
