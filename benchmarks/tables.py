@@ -104,6 +104,27 @@ def speed(d: dict) -> str:
     return "\n".join(lines)
 
 
+def fastpath(d: dict) -> str:
+    """benchmarks/optimize_speed.py: plain vs optimized, dense and TP, per model and batch size."""
+    lines = [
+        "| model | batch | plain img/s | optimized img/s | optimized / plain (dense) | optimized / plain (TP) | "
+        "TP / dense, optimized | ideal | realised / ideal | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in d["runs"]:
+        opt = run.get("optimize", {})
+        compile_s = f"{opt['compile_seconds']:.2f}" if opt.get("compiled") else "not compiled"
+        for c in run["cases"]:
+            ips = c["img_per_s"]
+            lines.append(
+                f"| `{run['model']}` | {c['batch_size']} | {ips['plain']:.3f} | {ips['optimized']:.3f} | "
+                f"{c['optimized_over_plain_dense']:.2f}x | {c['optimized_over_plain_tp']:.2f}x | "
+                f"{c['pruned_over_dense_optimized']:.2f}x | {c['ideal_from_macs']:.2f}x | "
+                f"{c['optimized_pruned_realised_over_ideal']:.2f} | {compile_s} |"
+            )
+    return "\n".join(lines)
+
+
 def schedule(d: dict) -> str:
     """Calibrated vs uniform (vs official where it exists) at equal counted cost, on held-out images."""
     lines = [
@@ -148,12 +169,16 @@ def schedule(d: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("kind", choices=["accuracy", "task", "speed", "schedule"])
+    p.add_argument("kind", choices=["accuracy", "task", "speed", "fastpath", "schedule"])
     p.add_argument("json")
     args = p.parse_args(argv)
     with open(args.json) as f:
         d = json.load(f)
-    print({"accuracy": accuracy, "task": task, "speed": speed, "schedule": schedule}[args.kind](d))
+    print(
+        {"accuracy": accuracy, "task": task, "speed": speed, "fastpath": fastpath, "schedule": schedule}[
+            args.kind
+        ](d)
+    )
     return 0
 
 
