@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/tables.py accuracy benchmarks/results/accuracy_retention.json
        python benchmarks/tables.py task benchmarks/results/segmentation_retention.json
-       python benchmarks/tables.py speed benchmarks/results/tp_speed_families_cpu_t1.json
+       python benchmarks/tables.py speed benchmarks/results/tp_speed_cpu_t1_families.json
+       python benchmarks/tables.py fastpath benchmarks/results/optimize_speed_cpu_t1_compiled.json
+       python benchmarks/tables.py schedule benchmarks/results/schedule_search.json
 """
 
 from __future__ import annotations
