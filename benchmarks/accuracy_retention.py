@@ -201,13 +201,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--merge", action="store_true", help="keep the other models already in --out; add this command"
     )
-    args = p.parse_args(argv if argv is not None else sys.argv[1:])
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
     if args.merge and not args.out:
         p.error("--merge needs --out (the JSON file to merge into)")
     torch.set_num_threads(args.threads)
-    command = " ".join(
-        ["python benchmarks/accuracy_retention.py", *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = " ".join(["python benchmarks/accuracy_retention.py", *argv])
     previous = {"models": {}, "commands": []}
     if args.merge and os.path.isfile(args.out):
         with open(args.out) as f:

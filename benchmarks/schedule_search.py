@@ -43,6 +43,7 @@ import torch
 
 import tp_spikformer as tp
 from tp_spikformer.calibrate import calibration_set
+from tp_spikformer.calibrate.samples import pick_indices
 from tp_spikformer.data import load_dataset, synthetic_dataset
 from tp_spikformer.errors import UsageError
 from tp_spikformer.evaluate import logits_of
@@ -194,14 +195,11 @@ def segmentation_scores(model, data, batch_size: int) -> PooledIoU:
 
 def detection_scores(model, data, batch_size: int) -> FoldedCOCO:
     """COCO mAP (pycocotools) of the detector's results on the held-out scenes, overall and per fold."""
-    from tp_spikformer.tasks.detection.engine import ground_truth, predict_detection
+    from tp_spikformer.tasks.detection.engine import _target, ground_truth, predict_detection
 
     idx = list(range(len(data)))
     results = predict_detection(model, data, batch_size=batch_size)
-    ids = [
-        int(data.target(i)["image_id"]) if hasattr(data, "target") else int(data[i][1]["image_id"])
-        for i in idx
-    ]
+    ids = [int(_target(data, i)["image_id"]) for i in idx]  # as evaluate_detection scores them
     return FoldedCOCO(ground_truth(data, idx), results, ids)
 
 
@@ -380,7 +378,9 @@ def run_model(spec: str, args: argparse.Namespace) -> dict[str, Any]:
         from tp_spikformer.api import task_spec
 
         spec = task_spec(bed.task)
-        calib_data = spec.calibration_inputs(model, calib_data, calib_size, args.seed)
+        calib_data = spec.calibration_inputs(
+            model, calib_data, pick_indices(len(calib_data), calib_size, args.seed)
+        )
         calib_size = None
         held_inputs = spec.sample_inputs(model, held, args.batch_size, n_cost_batches)
     else:

@@ -1,6 +1,6 @@
 """The keep-schedule search on dense-prediction models: the pixel and feature objectives on hand-made
-outputs, the tasks' calibration inputs, ``calibrate --task`` and the schedule-search benchmark's set-level
-scores (pooled mIoU, folded COCO mAP)."""
+outputs, the tasks' calibration inputs and the schedule-search benchmark's set-level scores (pooled mIoU,
+folded COCO mAP); ``calibrate --task`` is in test_cli_tasks.py."""
 
 import importlib.util
 import json
@@ -14,7 +14,7 @@ import torch
 import tp_spikformer as tp
 from tp_spikformer.api import task_spec
 from tp_spikformer.calibrate.objectives import AccuracyObjective, FeatureObjective, LogitsKLObjective
-from tp_spikformer.cli import main
+from tp_spikformer.calibrate.samples import pick_indices
 
 
 def test_pixel_accuracy_objective_counts_labelled_pixels_only():
@@ -68,7 +68,7 @@ def test_task_calibration_inputs_and_search_within_budget(task, model, objective
     m = tp.create_model(model).eval()
     spec = task_spec(task)
     data = spec.load_dataset("scenes:6", root=None, split="validation", model=m)
-    x, y = spec.calibration_inputs(m, data, 4, 0)
+    x, y = spec.calibration_inputs(m, data, pick_indices(len(data), 4, 0))
     assert x.shape[0] == 4 and x.shape[1] == 3 and x.dtype == torch.float32
     assert (y is None) == (objective == "features")
     if y is not None:
@@ -88,100 +88,6 @@ def test_task_calibration_inputs_and_search_within_budget(task, model, objective
     assert result.cost <= 0.9
     assert all(name.startswith("backbone.") for name in result.block_names)
     assert len(result.schedule.values) == len(result.block_names) > 0
-
-
-@pytest.mark.slow
-def test_cli_calibrate_segmentation_writes_a_schedule_eval_accepts(tmp_path, capsys):
-    out = tmp_path / "cal"
-    args = ["--model", "sdt_v3_tiny_semfpn", "--task", "segmentation", "--batch-size", "4", "--threads", "1"]
-    assert (
-        main(
-            [
-                "calibrate",
-                *args,
-                "--dataset",
-                "scenes:8",
-                "--calibration-size",
-                "4",
-                "--budget",
-                "0.9",
-                "--levels",
-                "0.5",
-                "0.25",
-                "--refine-rounds",
-                "0",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    printed = capsys.readouterr().out
-    assert "pixel_accuracy" in printed
-    schedule = json.loads((out / "schedule.json").read_text())
-    assert schedule["rule"] == "fraction" and schedule["keep"].startswith("fraction:")
-    res = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "eval",
-                *args,
-                "--dataset",
-                "scenes:2",
-                "--keep",
-                str(out / "schedule.json"),
-                "--repeats",
-                "1",
-                "--speed-batch-size",
-                "2",
-                "--energy-batches",
-                "1",
-                "--no-progress",
-                "--out",
-                str(res),
-            ]
-        )
-        == 0
-    )
-    rows = json.loads((res / "results.json").read_text())["rows"]
-    assert len(rows) == 2 and all(r["mIoU"] is not None for r in rows)
-
-
-def test_cli_calibrate_refuses_tracking_and_a_model_of_another_task(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "calibrate",
-                "--task",
-                "tracking",
-                "--model",
-                "sdtrack_tiny_test",
-                "--budget",
-                "0.5",
-                "--out",
-                str(tmp_path / "t"),
-            ]
-        )
-        == 2
-    )
-    assert "supports classification, segmentation and detection" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "calibrate",
-                "--task",
-                "segmentation",
-                "--model",
-                "sdt_tiny",
-                "--budget",
-                "0.5",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
-    assert "is a classification model" in capsys.readouterr().err
 
 
 # -- the benchmark's set-level scores --------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The task commands on tiny models: eval --task (per-variant files) and train --task, and their errors."""
+"""The task commands on tiny models: eval --task (per-variant files), train --task and calibrate --task, and
+their errors."""
 
 import json
 import os
@@ -204,3 +205,91 @@ def test_make_tracking_then_train_tracking(tmp_path):
         == 0
     )
     assert (out / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_cli_calibrate_segmentation_writes_a_schedule_eval_accepts(tmp_path, capsys):
+    out = tmp_path / "cal"
+    args = ["--model", "sdt_v3_tiny_semfpn", "--task", "segmentation", "--batch-size", "4", "--threads", "1"]
+    assert (
+        main(
+            [
+                "calibrate",
+                *args,
+                "--dataset",
+                "scenes:8",
+                "--calibration-size",
+                "4",
+                "--budget",
+                "0.9",
+                "--levels",
+                "0.5",
+                "0.25",
+                "--refine-rounds",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "pixel_accuracy" in printed
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert schedule["rule"] == "fraction" and schedule["keep"].startswith("fraction:")
+    res = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                *args,
+                "--dataset",
+                "scenes:2",
+                "--keep",
+                str(out / "schedule.json"),
+                *SPEED,
+                "--out",
+                str(res),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((res / "results.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["mIoU"] is not None for r in rows)
+
+
+def test_cli_calibrate_refuses_tracking_and_a_model_of_another_task(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "calibrate",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--budget",
+                "0.5",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 2
+    )
+    assert "supports classification, segmentation and detection" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "calibrate",
+                "--task",
+                "segmentation",
+                "--model",
+                "sdt_tiny",
+                "--budget",
+                "0.5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "is a classification model" in capsys.readouterr().err

@@ -348,7 +348,9 @@ def _cmd_calibrate(args) -> int:
     objective, size = args.objective or "accuracy", args.calibration_size
     if spec is not None:
         # a task model takes normalised (letterboxed) tensors: the task prepares the drawn images
-        data = spec.calibration_inputs(model, data, size, args.seed)
+        from .calibrate.samples import pick_indices
+
+        data = spec.calibration_inputs(model, data, pick_indices(len(data), size, args.seed))
         objective, size = args.objective or spec.calibration_objective, None
     result = calibrate(
         model,

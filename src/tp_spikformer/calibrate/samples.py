@@ -52,12 +52,12 @@ def calibration_set(
             y_all = torch.as_tensor(y_all)
             if len(y_all) != len(x_all):
                 raise UsageError(f"calibration data: {len(x_all)} inputs but {len(y_all)} labels")
-        idx = _pick(len(x_all), size, seed)
+        idx = pick_indices(len(x_all), size, seed)
         batches = [(x_all[c], None if y_all is None else y_all[c]) for c in _chunks(idx, batch_size)]
         return _on(batches, idx, y_all is not None, f"tensor of {len(x_all)} samples", device)
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         n = len(data)
-        idx = _pick(n, size, seed)
+        idx = pick_indices(n, size, seed)
         batches = [_read(data, chunk) for chunk in _chunks(idx, batch_size)]
         labelled = all(y is not None for _, y in batches)
         return _on(batches, idx, labelled, getattr(data, "source", None) or type(data).__name__, device)
@@ -69,7 +69,8 @@ def calibration_set(
     )
 
 
-def _pick(n: int, size: int | None, seed: int) -> list[int]:
+def pick_indices(n: int, size: int | None, seed: int) -> list[int]:
+    """``size`` sorted indices of ``range(n)`` drawn without replacement (seeded); all when None."""
     if n == 0:
         raise UsageError("the calibration data is empty; pass a dataset with samples")
     if size is None:

@@ -203,7 +203,7 @@ def _check_task_inputs(model: nn.Module, data: Any) -> None:
         raise UsageTypeError(
             f"{model.config.name} is a {task} model: calibrate it on prepared image tensors, not on "
             f"{type(data).__name__} items; get them with tp_spikformer.api.task_spec({task!r})"
-            ".calibration_inputs(model, dataset, size, seed), or run `tp-spikformer calibrate --task "
+            ".calibration_inputs(model, dataset, indices), or run `tp-spikformer calibrate --task "
             f"{task}`"
         )
 

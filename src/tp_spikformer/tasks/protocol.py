@@ -39,10 +39,10 @@ class TaskSpec:
       the command line offers for the task (``--dataset``, ``--data-root``, ``--split``).
     * ``train(model, args) -> metrics``: ``tp-spikformer train --task <name>`` with the parsed options;
       ``train_defaults``: the task's recipe for the options a user did not give (epochs, batch size, ...).
-    * ``calibration_inputs(model, dataset, size, seed) -> (inputs, labels or None)``: the tensors the
-      keep-schedule search runs the model on (normalised, at the model's input size; ``size`` samples
-      drawn as :mod:`.calibration` says); ``calibration_objective``: the search objective that fits them
-      (None: the task has no schedule search).
+    * ``calibration_inputs(model, dataset, indices) -> (inputs, labels or None)``: the tensors the
+      keep-schedule search runs the model on (the items ``indices``, normalised, at the model's input
+      size; the caller draws them, e.g. ``calibrate.samples.pick_indices``); ``calibration_objective``:
+      the search objective that fits them (None: the task has no schedule search).
     """
 
     name: str

@@ -28,6 +28,21 @@ def scene_config(model: Any, split: str):
     return SceneConfig(height=h, width=w, split=split, seed=0, **model.config.extra.get("scenes", {}))
 
 
+TRAIN_SPLITS = ("train", "training")
+
+
+def scene_set(model: Any, name: str, split: str, mode: str, root: str | None = None, default: int = 500):
+    """The dataset ``scenes[:<n>]`` of a task (``default`` scenes without n): training scenes for a train
+    split (e.g. calibration never sees the validation scenes), validation scenes otherwise; None when
+    ``name`` is not a scene set."""
+    n = scene_count(name, default)
+    if n is None:
+        return None
+    if split in TRAIN_SPLITS:
+        return training_scenes(model, n, mode, root=root)
+    return validation_scenes(model, n, mode)
+
+
 def training_scenes(model: Any, n: int, mode: str, root: str | None = None):
     """``n`` training scenes of ``model`` (:func:`scene_config`), objects from the train split (Fashion-MNIST
     IDX files under ``root`` or Debian's folder), generated once and kept in memory."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ..calibration import pick_indices
 from ..protocol import TaskSpec, register_task
 from .engine import _indices, evaluate_detection, preprocess_for
 from .preprocess import make_batch
@@ -52,20 +51,16 @@ def sample_inputs(model, dataset, batch_size: int, n_batches: int) -> list[torch
     return batches
 
 
-def calibration_inputs(model, dataset, size: int | None, seed: int) -> tuple[torch.Tensor, None]:
-    """Letterboxed, normalised, padded images ``[N, 3, H, W]`` (as the detector sees them) of ``size``
-    items drawn from ``dataset`` (:func:`..calibration.pick_indices`); no labels: the search's objective
-    is ``features`` (the backbone's stage maps stay close to the dense model's, what the neck and head
-    read)."""
+def calibration_inputs(model, dataset, indices) -> tuple[torch.Tensor, None]:
+    """Letterboxed, normalised, padded images ``[N, 3, H, W]`` (as the detector sees them) of the items
+    ``indices`` of ``dataset``; no labels: the search's objective is ``features`` (the backbone's stage
+    maps stay close to the dense model's, what the neck and head read)."""
     pre = preprocess_for(model)
-    images, _, _ = make_batch(
-        [pre(*dataset[i]) for i in pick_indices(len(dataset), size, seed)], model.size_divisor
-    )
+    images, _, _ = make_batch([pre(*dataset[i]) for i in indices], model.size_divisor)
     return images, None
 
 
 DATASETS = ("coco", "scenes[:<n>]")
-TRAIN_SPLITS = ("train", "training")
 
 
 def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
@@ -76,7 +71,7 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     Debian's folder)."""
     from ...data import CocoDetection
     from ...errors import UsageError
-    from ..training_data import training_scenes, validation_scenes
+    from ..training_data import scene_set
 
     if name == "coco":
         if root is None:
@@ -84,13 +79,9 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
                 "dataset coco needs its root folder (--data-root) with annotations/instances_<split>.json"
             )
         return CocoDetection(root, split)
-    if name == "scenes" or name.startswith("scenes:"):
-        n = name.partition(":")[2]
-        if n and not (n.isdigit() and int(n) >= 1):
-            raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
-        if split in TRAIN_SPLITS:  # e.g. calibration: never the validation scenes
-            return training_scenes(model, int(n or 500), "detection", root=root)
-        return validation_scenes(model, int(n or 500), "detection")
+    scenes = scene_set(model, name, split, "detection", root)
+    if scenes is not None:
+        return scenes
     raise UsageError(f"unknown detection dataset {name!r}; choose one of {DATASETS}")
 
 

@@ -11,14 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import UsageError
-from ..calibration import pick_indices
 from ..protocol import TaskSpec, register_task
 from .evaluation import evaluate_segmentation
 from .inputs import input_normalization, normalize_images, sample_inputs, split_item
 
 METRICS = (("mIoU", "mIoU"), ("aAcc", "aAcc"), ("mAcc", "mAcc"))
 DATASETS = ("ade20k", "scenes[:<n>]")
-TRAIN_SPLITS = ("train", "training")
 
 
 def evaluate(model, dataset, *, batch_size: int, device, limit, out_dir=None) -> dict[str, Any]:
@@ -40,7 +38,7 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
     generated on the fly (objects from the shipped Fashion-MNIST slice)."""
     from ...data.segmentation import ADE20KDataset, SegmentationEvalTransform
     from ...errors import UsageError
-    from ..training_data import training_scenes, validation_scenes
+    from ..training_data import scene_set
 
     extra = model.config.extra
     if name == "ade20k":
@@ -55,23 +53,19 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
             reduce_zero_label=extra.get("reduce_zero_label", False),
             transform=SegmentationEvalTransform(scale) if scale else None,
         )
-    if name == "scenes" or name.startswith("scenes:"):
-        n = name.partition(":")[2]
-        if n and not (n.isdigit() and int(n) >= 1):
-            raise UsageError(f"dataset {name!r}: scenes:<n> needs n >= 1")
-        if split in TRAIN_SPLITS:  # e.g. calibration: never the validation scenes
-            return training_scenes(model, int(n or 500), "segmentation", root=root)
-        return validation_scenes(model, int(n or 500), "segmentation")
+    scenes = scene_set(model, name, split, "segmentation", root)
+    if scenes is not None:
+        return scenes
     raise UsageError(f"unknown segmentation dataset {name!r}; choose one of {DATASETS}")
 
 
-def calibration_inputs(model, dataset, size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def calibration_inputs(model, dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images ``[N, 3, H, W]`` at the configuration's input size and their label maps
-    ``[N, H, W]`` (nearest-resized; ignore index kept) of ``size`` items drawn from ``dataset``
-    (:func:`..calibration.pick_indices`); the search's objective is the pixel error (``accuracy``)."""
+    ``[N, H, W]`` (nearest-resized; ignore index kept) of the items ``indices`` of ``dataset``; the
+    search's objective is the pixel error (``accuracy``)."""
     _, h, w = model.config.data.input_size
     images, labels = [], []
-    for i in pick_indices(len(dataset), size, seed):
+    for i in indices:
         image, label, _ = split_item(dataset[i], i, dataset)
         if tuple(image.shape[-2:]) != (h, w):
             image = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
