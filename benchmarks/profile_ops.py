@@ -4,6 +4,12 @@ time of one forward (after warm-up), plain and after ``tp.optimize``, grouped in
 still buy: if the GEMMs and convolutions take a share ``g`` of the time, no fusion of the rest can make the
 model more than ``1 / g`` times faster.
 
+It also bounds what any kernel work can buy: the counted multiply-accumulates of one forward divided by its
+self CPU time give the float32 rate the model runs at, next to the rate of a large square SGEMM (and of a
+3x3 convolution) measured on the same core in the same process, the practical peak of this CPU's float32
+arithmetic. ``bound_at_reference_peak``: the speed-up over the plain model if every counted MAC ran at the
+best reference rate and nothing else took any time.
+
 Usage: python benchmarks/profile_ops.py [--models sdt_v3_l qkformer_10_512_imagenet] [--batch-size 1]
        [--threads 1] [--out file.json]
 """
@@ -12,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
+import time
 
 import torch
 from torch.profiler import profile
 
 from tp_spikformer import create_model
 from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.measure import count_ops
 from tp_spikformer.measure.benchmark import default_input
 from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.optimize import optimize
@@ -63,6 +72,47 @@ def profile_once(model, x) -> dict:
     }
 
 
+def _median_seconds(fn, repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return statistics.median(times)
+
+
+def reference_rates() -> dict[str, float]:
+    """GFLOP/s (2 per MAC) of a 2048x2048 float32 SGEMM and of a 3x3 convolution (512 -> 128 channels on
+    28x28, channels-last, one of SDT-V3's shapes) on this thread: what float32 kernels reach here."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    x = torch.randn(1, 512, 28, 28).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 512, 3, 3).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        sgemm = 2 * 2048**3 / _median_seconds(lambda: a @ b) / 1e9
+        conv = (
+            2
+            * 128
+            * 512
+            * 9
+            * 28
+            * 28
+            / _median_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+            / 1e9
+        )
+    return {"sgemm_2048_gflops": round(sgemm, 1), "conv3x3_gflops": round(conv, 1)}
+
+
+def with_rates(entry: dict, macs: float, peak: float) -> dict:
+    """Add the float32 rate a profiled forward ran at (counted MACs / self CPU time)."""
+    seconds = entry["self_cpu_ms"] / 1000.0
+    arithmetic = seconds * (entry["shares"].get("convolution", 0) + entry["shares"].get("gemm", 0))
+    entry["gflops"] = round(2 * macs / seconds / 1e9, 1)
+    entry["gflops_in_conv_and_gemm"] = round(2 * macs / arithmetic / 1e9, 1)
+    entry["share_of_reference_peak"] = round(2 * macs / seconds / 1e9 / peak, 3)
+    return entry
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["sdt_v3_l", "qkformer_10_512_imagenet"])
@@ -81,12 +131,23 @@ def main(argv=None) -> int:
         ),
         "models": {},
     }
+    rates = reference_rates()
+    result["reference_rates"] = rates
+    peak = max(rates.values())
     for name in args.models:
         model = create_model(name).eval()
         make_neurons_fire(model, seed=1)
         x = default_input(model, args.batch_size)
         fast = optimize(copy.deepcopy(model), compile=False)
-        result["models"][name] = {"plain": profile_once(model, x), "optimized": profile_once(fast, x)}
+        macs = count_ops(model, x).dense_macs()
+        plain = with_rates(profile_once(model, x), macs, peak)
+        optimized = with_rates(profile_once(fast, x), macs, peak)
+        result["models"][name] = {
+            "macs": macs,
+            "plain": plain,
+            "optimized": optimized,
+            "bound_at_reference_peak": round(plain["self_cpu_ms"] / 1000.0 / (2 * macs / peak / 1e9), 3),
+        }
         print(f"[profile_ops] {name} done", file=sys.stderr, flush=True)
     print(dumps(result))
     if args.out:
