@@ -204,34 +204,99 @@ def _splittable(x: torch.Tensor, T: int) -> bool:
     return T > 1 and x.dim() > 0 and x.numel() > 0 and x.shape[0] % T == 0
 
 
-def _stats_tensor(x: torch.Tensor, T: int, check_repeat: bool, level_norms: tuple) -> torch.Tensor:
+def _level_sum(x: torch.Tensor, dims_from: int, max_levels: float) -> torch.Tensor:
+    """Float64 sums of ``x`` over its dims from ``dims_from`` on, for values ``k / norm`` with integer
+    ``0 <= k <= max_levels`` and ``norm`` a power of two (a MultiSpike output): float32 sums over blocks of
+    trailing dims short enough (``block x max_levels <= 2**24``) to be exact, then float64. (A float64
+    reduction of float32 input converts element by element and is many times slower.)"""
+    limit = 2**24 // max(math.ceil(max_levels), 1)
+    split, block = x.dim(), 1
+    while split > dims_from and block * x.shape[split - 1] <= limit:
+        block *= x.shape[split - 1]
+        split -= 1
+    if split == x.dim():  # not even the last dim is short enough: the slow exact way
+        return x.sum(dim=tuple(range(dims_from, x.dim())), dtype=torch.float64)
+    partial = x.sum(dim=tuple(range(split, x.dim()))).to(torch.float64)
+    return partial.sum(dim=tuple(range(dims_from, split))) if split > dims_from else partial
+
+
+def _nonzero_indicator(x: torch.Tensor) -> torch.Tensor:
+    """1.0 where ``x != 0`` (NaN included), else 0.0, in float32: summed in blocks it counts the non-zeros
+    several times faster than ``torch.count_nonzero`` on the CPU."""
+    out = torch.empty_like(x, dtype=torch.float32)
+    return torch.ne(x, 0, out=out)
+
+
+def _stats_tensor(
+    x: torch.Tensor,
+    T: int,
+    check_repeat: bool,
+    level_norms: tuple,
+    check_values: bool = True,
+    max_levels: float | None = None,
+) -> torch.Tensor:
     """One float64 vector: ``[elements, nonzero, sum, is_binary, is_nonneg_int, repeated,
-    on_level_grid per (norm, max) in level_norms..., (nonzero_t)*T, (sum_t)*T]``."""
+    on_level_grid per (norm, max) in level_norms..., (nonzero_t)*T, (sum_t)*T]``.
+
+    Few passes over ``x`` (this runs on every counted layer input, so it sets what counting costs): the
+    range by one ``aminmax``, integrality by one rounding; ``binary`` = non-negative integers at most 1,
+    and a level grid ``(norm, max)`` = ``x * norm`` integral with its range (the range of ``x`` scaled:
+    multiplying by a positive float is monotonic) inside ``[0, max]``. ``check_values=False`` (the
+    operand's kind is already known, e.g. a tracked ``MultiSpike`` output) leaves those flags 0 and skips
+    their passes. No device synchronisation."""
     x = x.detach()
     if not x.is_floating_point():
         x = x.float()
-    nz = x != 0
     f64 = torch.float64
+    splittable = _splittable(x, T)
+    zero = torch.zeros((), dtype=f64, device=x.device)
+    if not check_values:
+        lo = hi = is_int = None
+    elif x.numel() == 0:
+        lo = hi = torch.zeros((), dtype=x.dtype, device=x.device)
+        is_int = torch.ones((), dtype=torch.bool, device=x.device)
+    else:
+        lo, hi = torch.aminmax(x)
+        is_int = torch.eq(x, torch.round(x)).all() & (lo >= 0)
+    # On the CPU a synchronisation costs nothing, and a float64 reduction of float32 input is ~40x slower
+    # than a float32 one: small non-negative integers (spikes, spike sums) sum exactly in float32 blocks.
+    cpu = is_int is not None and x.device.type == "cpu" and x.numel() > 0
+    if max_levels is None and cpu and bool(is_int) and float(hi) <= 2**24:
+        max_levels = float(hi)
+    grid = max_levels is not None and x.dtype == torch.float32 and x.dim() > 0
+    indicator = _nonzero_indicator(x)
+    if splittable:
+        xs = x.reshape(T, -1)  # [T, rest]: time-major leading axis
+        step_nonzero = _level_sum(indicator.reshape(T, -1), 1, 1)
+        step_sum = _level_sum(xs, 1, max_levels) if grid else xs.sum(dim=1, dtype=f64)
+        nonzero, total = step_nonzero.sum(), step_sum.sum()
+    else:
+        nonzero = _level_sum(indicator, 0, 1) if x.dim() > 0 else indicator.to(f64)
+        total = _level_sum(x, 0, max_levels) if grid else x.sum(dtype=f64)
     parts = [
         torch.tensor(float(x.numel()), dtype=f64, device=x.device),
-        nz.sum().to(f64),
-        x.sum(dtype=f64),
-        (~nz | (x == 1)).all().to(f64),
-        ((x >= 0) & (x == torch.round(x))).all().to(f64),
+        nonzero,
+        total,
+        zero if is_int is None else (is_int & (hi <= 1)).to(f64),
+        zero if is_int is None else is_int.to(f64),
     ]
-    splittable = _splittable(x, T)
     if check_repeat and splittable:
-        xs = x.reshape(T, -1)
         parts.append((xs == xs[:1]).all().to(f64))
     else:
-        parts.append(torch.zeros((), dtype=f64, device=x.device))
+        parts.append(zero)
     for norm, max_value in level_norms:
+        if not check_values:
+            parts.append(zero)
+            continue
         y = x * norm
-        parts.append(((y >= 0) & (y <= max_value) & (y == torch.round(y))).all().to(f64))
+        if norm > 0:
+            on_grid = torch.eq(y, torch.round(y)).all() & (lo * norm >= 0) & (hi * norm <= max_value)
+        else:
+            on_grid = ((y >= 0) & (y <= max_value) & (y == torch.round(y))).all()
+        parts.append(on_grid.to(f64))
     if splittable:
-        xs = x.reshape(T, -1)
-        parts.append((xs != 0).sum(dim=1).to(f64))
-        parts.append(xs.sum(dim=1, dtype=f64))
+        parts.append(step_nonzero)
+        parts.append(step_sum)
     return torch.cat([p.reshape(-1) for p in parts])
 
 
@@ -258,22 +323,31 @@ def _unpack(values: list[float], T: int, level_norms: tuple) -> dict[str, Any]:
 
 
 def _joint_tensor(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[ops where both operands are non-zero, sum of value products over all ops] of a product."""
+    """[ops where both operands are non-zero, sum of value products over all ops] of a product.
+
+    Reduced in the operands' own dtype before anything is widened to float64 (converting whole operands
+    made this the most expensive part of counting attention): exact for spike-valued operands, whose
+    per-row sums are small integers or level multiples; the sums are only used when both operands are
+    spike events (``report.charge``)."""
     a, b = a.detach(), b.detach()
     if not a.is_floating_point():
         a = a.float()
     if not b.is_floating_point():
         b = b.float()
-    an, bn = (a != 0).to(torch.float64), (b != 0).to(torch.float64)
-    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    f64 = torch.float64
     if kind == "mul":
-        return torch.stack([(an * bn).sum(), (a64 * b64).sum()])
+        both = _nonzero_indicator(a) * _nonzero_indicator(b)  # broadcast like the product
+        both = _level_sum(both, 0, 1) if both.dim() else both.to(f64)
+        return torch.stack([both.reshape(()), (a * b).sum(dtype=f64)])
     if a.dim() == 1:
-        an, a64 = an.unsqueeze(0), a64.unsqueeze(0)
+        a = a.unsqueeze(0)
     if b.dim() == 1:
-        bn, b64 = bn.unsqueeze(-1), b64.unsqueeze(-1)
+        b = b.unsqueeze(-1)
     # sum_{i,k,j} [a_ik b_kj] = sum_k (sum_i a_ik)(sum_j b_kj), batch dims broadcast
-    return torch.stack([(an.sum(-2) * bn.sum(-1)).sum(), (a64.sum(-2) * b64.sum(-1)).sum()])
+    a_nonzero = _nonzero_indicator(a).sum(-2).to(f64)  # counts below 2**24 per row: exact in float32
+    b_nonzero = _nonzero_indicator(b).sum(-1).to(f64)
+    a_sum, b_sum = a.sum(-2).to(f64), b.sum(-1).to(f64)
+    return torch.stack([(a_nonzero * b_nonzero).sum(), (a_sum * b_sum).sum()])
 
 
 class OpCounter:
@@ -385,7 +459,7 @@ class OpCounter:
         self._phase: list[str] = []
         self._first_block_seq = None
         self._last_block_exit_seq = None
-        self._multispike: dict[int, tuple[Any, float]] = {}
+        self._multispike: dict[int, tuple[Any, float, float]] = {}
         self._T = self.T_override or 1
 
     def _resolve_T(self, x: Any) -> int:
@@ -472,18 +546,37 @@ class OpCounter:
         x = args[0] if args else None
         n = x.numel() if isinstance(x, torch.Tensor) else 0
         if isinstance(module, MultiSpike) and isinstance(output, torch.Tensor):
-            self._multispike[output.untyped_storage().data_ptr()] = (weakref.ref(output), module.norm)
+            self._multispike[output.untyped_storage().data_ptr()] = (
+                weakref.ref(output),
+                module.norm,
+                module.max_value,
+            )
         block = self._block_of.get(module)
         if block is not None:
             self.groups[block].neuron_updates += n
         else:
             self._pending.append(("neuron", n, self._next_seq()))
 
+    def _operand_values(self, x: torch.Tensor, first: bool) -> list[float]:
+        """``_stats_tensor`` of a layer input as a list; a tracked ``MultiSpike`` output skips the value
+        checks (its kind is known) and, for a power-of-two norm, sums its levels in exact float32 blocks."""
+        entry = self._multispike.get(x.untyped_storage().data_ptr())
+        tracked = entry is not None and entry[0]() is not None
+        exact_blocks = tracked and math.frexp(entry[1])[0] == 0.5
+        return _stats_tensor(
+            x,
+            self._T,
+            first,
+            self._level_norms,
+            check_values=not tracked,
+            max_levels=entry[2] if exact_blocks else None,
+        ).tolist()
+
     def _tracked_norm(self, x: torch.Tensor) -> float | None:
         entry = self._multispike.get(x.untyped_storage().data_ptr())
         if entry is None:
             return None
-        ref, norm = entry
+        ref, norm, _ = entry
         return norm if ref() is not None else None
 
     @staticmethod
@@ -545,8 +638,8 @@ class OpCounter:
             macs = _layer_macs(module, output)
             operands, first = (x,), not self._first_done
             self._first_done = True
-            stats = _stats_tensor(x, T, first, norms)
-        values = stats.tolist()  # one device sync per call
+            stats = None
+        values = stats.tolist() if stats is not None else self._operand_values(x, first)  # one sync
         parsed, offset = [], 0
         for op in operands:
             width = _stats_width(op, T, norms)
