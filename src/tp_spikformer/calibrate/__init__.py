@@ -28,7 +28,8 @@ Strategy (sensitivity profiling + exact knapsack allocation + joint refinement):
    model cost never exceeds the budget (:mod:`.allocate`).
 5. **Verify.** The allocated schedule runs jointly: its objective, and its real counted cost. If the
    real cost is over the budget (SOPs, latency: the additive model is approximate), the allocation is
-   repeated with the overshoot added to the saving it must reach (up to 6 times; then every block at its
+   repeated, now required to save (in the model) more than the over-budget schedule did plus what it
+   overshot, so every correction moves to a cheaper schedule (up to 6 times; then every block at its
    smallest level, which step 0 checked is within the budget). So a returned MAC/SOP schedule's counted
    cost on the calibration images is <= the budget, always.
 6. **Refine.** Interactions between blocks are not additive: a few rounds of joint evaluations of

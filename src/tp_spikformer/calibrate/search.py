@@ -520,9 +520,14 @@ class _Search:
             if metric == "latency":
                 m_min, l_min = self.lat_map
                 slope = (1.0 - m_min) / max(1e-9, 1.0 - l_min)
-                extra += (cost - self.budget) * slope * self.dense_macs + unit
+                over = (cost - self.budget) * slope * self.dense_macs + unit
             else:
-                extra += (cost - self.budget) * ev.dense_cost_absolute + unit
+                over = (cost - self.budget) * ev.dense_cost_absolute + unit
+            # the next allocation must save more, in the model, than this one did plus what it overshot:
+            # adding the overshoot to the need alone can leave this very schedule feasible (its modelled
+            # saving may exceed the need by more than the overshoot), and the correction would repeat it
+            modelled = sum(saving[b][j] for b, j in enumerate(choice))
+            extra = max(extra + over, modelled + over - need)
         self.model_need = sum(saving[b][j] for b, j in enumerate(smallest))
         e_min = ev.evaluate(self.values(smallest), with_cost=metric != "latency")
         cost, _, _ = self._cost_of(e_min, scorer)
