@@ -20,9 +20,10 @@ Data and metric per model are pluggable: ``BEDS`` maps a test-bed name to (calib
 loader, score function, objective); ``MODEL_BEDS`` maps a model to its bed (``--models name:bed``
 overrides it): ``fashion_mnist`` for the shipped ``*_fmnist`` models, ``scenes`` for the ``*_scenes``
 classifiers, ``segmentation_scenes`` (mIoU pooled over the first 300 validation scenes, bootstrap over
-images; objective: pixel error on 256 training scenes) for ``sdt_v3_scenes_semfpn``, ``detection_scenes``
-(COCO mAP by pycocotools on the first 300 validation scenes, paired t interval over 10 image folds;
-objective: ``features``, the backbone's stage maps, on 256 training scenes) for ``sdt_v3_scenes_fcos``.
+images; objective: pixel error on ``--calibration-size`` training scenes) for ``sdt_v3_scenes_semfpn``,
+``detection_scenes`` (COCO mAP by pycocotools on the first 300 validation scenes, paired t interval over
+10 image folds; objective: ``features``, the backbone's stage maps, on ``--calibration-size`` training
+scenes) for ``sdt_v3_scenes_fcos``.
 
 Usage: python benchmarks/schedule_search.py [--models spikformer_fmnist sdt_fmnist ...] [--metrics macs sops]
        [--budgets 0.5 0.7] [--calibration-size 256] [--limit N] [--threads 1] [--out file.json]
