@@ -243,7 +243,9 @@ def _stats_tensor(
     and a level grid ``(norm, max)`` = ``x * norm`` integral with its range (the range of ``x`` scaled:
     multiplying by a positive float is monotonic) inside ``[0, max]``. ``check_values=False`` (the
     operand's kind is already known, e.g. a tracked ``MultiSpike`` output) leaves those flags 0 and skips
-    their passes. No device synchronisation."""
+    their passes; ``max_levels`` (values ``k / norm``, integer ``k <= max_levels``, norm a power of two)
+    sums them in exact float32 blocks. On a CUDA device nothing here synchronises; on the CPU (where that
+    is free) the range and integrality are read to sum small non-negative integers the same way."""
     x = x.detach()
     if not x.is_floating_point():
         x = x.float()
@@ -557,27 +559,31 @@ class OpCounter:
         else:
             self._pending.append(("neuron", n, self._next_seq()))
 
-    def _operand_values(self, x: torch.Tensor, first: bool) -> list[float]:
-        """``_stats_tensor`` of a layer input as a list; a tracked ``MultiSpike`` output skips the value
-        checks (its kind is known) and, for a power-of-two norm, sums its levels in exact float32 blocks."""
+    def _tracked(self, x: torch.Tensor) -> tuple[float, float] | None:
+        """``(norm, max levels)`` of the ``MultiSpike`` of this forward whose output ``x`` is (or is a view
+        of), else None."""
         entry = self._multispike.get(x.untyped_storage().data_ptr())
-        tracked = entry is not None and entry[0]() is not None
-        exact_blocks = tracked and math.frexp(entry[1])[0] == 0.5
+        if entry is None or entry[0]() is None:
+            return None
+        return entry[1], entry[2]
+
+    def _tracked_norm(self, x: torch.Tensor) -> float | None:
+        tracked = self._tracked(x)
+        return None if tracked is None else tracked[0]
+
+    def _operand_stats(self, x: torch.Tensor, check_repeat: bool) -> torch.Tensor:
+        """``_stats_tensor`` of an operand; a tracked ``MultiSpike`` output skips the value checks (its kind
+        is known) and, for a power-of-two norm, sums its levels in exact float32 blocks."""
+        tracked = self._tracked(x)
+        exact_blocks = tracked is not None and math.frexp(tracked[0])[0] == 0.5
         return _stats_tensor(
             x,
             self._T,
-            first,
+            check_repeat,
             self._level_norms,
-            check_values=not tracked,
-            max_levels=entry[2] if exact_blocks else None,
-        ).tolist()
-
-    def _tracked_norm(self, x: torch.Tensor) -> float | None:
-        entry = self._multispike.get(x.untyped_storage().data_ptr())
-        if entry is None:
-            return None
-        ref, norm, _ = entry
-        return norm if ref() is not None else None
+            check_values=tracked is None,
+            max_levels=tracked[1] if exact_blocks else None,
+        )
 
     @staticmethod
     def _kind(s: dict[str, Any], norm: float | None) -> tuple[str, float, float]:
@@ -628,8 +634,8 @@ class OpCounter:
             operands, first = (a, b), False
             stats = torch.cat(
                 [
-                    _stats_tensor(a, T, False, norms),
-                    _stats_tensor(b, T, False, norms),
+                    self._operand_stats(a, False),
+                    self._operand_stats(b, False),
                     _joint_tensor(module.kind, a, b),
                 ]
             )
@@ -638,8 +644,8 @@ class OpCounter:
             macs = _layer_macs(module, output)
             operands, first = (x,), not self._first_done
             self._first_done = True
-            stats = None
-        values = stats.tolist() if stats is not None else self._operand_values(x, first)  # one sync
+            stats = self._operand_stats(x, first)
+        values = stats.tolist()  # one device sync per call (on the CPU, _stats_tensor may sync too)
         parsed, offset = [], 0
         for op in operands:
             width = _stats_width(op, T, norms)
