@@ -116,6 +116,25 @@ def test_eval_tracking_writes_result_files_per_sequence(tmp_path):
         ),
         (["eval", "--task", "detection", "--model", "sdt_v3_tiny_fcos", "--dataset", "coco"], "--data-root"),
         (["train", "--task", "tracking", "--model", "sdtrack_tiny_test"], "--data-root"),
+        (  # options a trainer would ignore are refused, abbreviations included
+            ["train", "--task", "segmentation", "--model", "sdt_v3_tiny_semfpn", "--comp"],
+            "--task segmentation training does not use --compile",
+        ),
+        (
+            [
+                "train",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--resume",
+                "auto",
+                "--amp",
+                "bf16",
+            ],
+            "does not use --amp, --resume",
+        ),
+        (["train", "--model", "sdt_tiny", "--crop-size", "16"], "--crop-size: only the --task"),
     ],
 )
 def test_task_commands_refuse_bad_input(argv, message, capsys, tmp_path):

@@ -16,6 +16,7 @@ from tp_spikformer.models import create_model
 from tp_spikformer.pruning import get_tp_state
 from tp_spikformer.train import parse_args, run
 from tp_spikformer.training import cosine_lr, epoch_seed, freeze_unused_parameters, make_optimizer, train_step
+from tp_spikformer.training.classification import build_model
 
 # tiny data: 48 training images (3 steps of 16 per epoch), 20 test images
 COMMON = [
@@ -181,3 +182,22 @@ def test_torchrun_ddp_training_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["finished"] and metrics["test"]["n"] == 20
+
+
+def test_classification_training_applies_every_tp_option():
+    args = parse_args(
+        [
+            "--model",
+            "sdt_tiny",
+            "--keep",
+            "0.5",
+            "--scorer",
+            "spatial",
+            "--cumulative",
+            "--gather-order",
+            "raster",
+        ]
+    )
+    model, state = build_model(args, None)
+    assert state is get_tp_state(model)
+    assert (state.scorer_name, state.cumulative, state.gather_order) == ("spatial", True, "raster")

@@ -222,8 +222,61 @@ def parse_args(
     return finalize(build_parser(finetune, prog).parse_args(argv), finetune, prog, argv)
 
 
+# Options every task trainer reads (``run_task`` or each task's ``train``); a task's own are listed in its
+# ``TaskSpec.train_options``. Any other option given with ``--task`` would be ignored, so it is refused.
+TASK_TRAIN_COMMON = frozenset(
+    {
+        "model", "checkpoint", "pretrained", "trust_checkpoint", "set", "task", "finetune", "init_from",
+        "keep", "scorer", "window", "mode", "cumulative", "gather_order",
+        "dataset", "data_root", "batch_size", "epochs", "lr", "weight_decay", "seed",
+        "out", "no_progress", "device", "threads",
+    }
+)  # fmt: skip
+# Options only the task trainers read (classification training refuses them).
+TASK_ONLY_OPTIONS = frozenset(
+    {"head_lr_mult", "backbone_lr_mult", "crop_size", "scale_jitter", "samples_per_epoch"}
+)
+
+
+def given_options(argv: list[str], finetune: bool = False) -> dict[str, str]:
+    """The options present in ``argv`` (abbreviations resolved as argparse does): ``dest -> --option``."""
+    p = build_parser(finetune)
+    flags = {}
+    for action in p._actions:  # argparse has no public list of its actions
+        action.default = argparse.SUPPRESS
+        if action.option_strings:
+            flags[action.dest] = max(action.option_strings, key=len)
+    return {dest: flags.get(dest, dest) for dest in vars(p.parse_args(argv))}
+
+
+def check_options_used(args: argparse.Namespace, argv: list[str]) -> None:
+    """Refuse options the chosen trainer would ignore, naming what it does read."""
+    given = given_options(argv, bool(args.finetune))
+    if args.task == "classification":
+        unused = sorted(flag for dest, flag in given.items() if dest in TASK_ONLY_OPTIONS)
+        if unused:
+            raise options.UsageError(
+                f"{', '.join(unused)}: only the --task segmentation / detection / tracking trainers read "
+                "(see --help); drop it for classification"
+            )
+        return
+    from .api import task_spec
+
+    reads = TASK_TRAIN_COMMON | task_spec(args.task).train_options
+    unused = sorted(flag for dest, flag in given.items() if dest not in reads)
+    if unused:
+        own = ", ".join("--" + d.replace("_", "-") for d in sorted(task_spec(args.task).train_options))
+        raise options.UsageError(
+            f"--task {args.task} training does not use {', '.join(unused)} (classification options); "
+            f"its own options: {own or 'none'}"
+        )
+
+
 def run_args(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """Run parsed arguments: the output folder is checked (and made unique) before any work."""
+    """Run parsed arguments: options the chosen trainer would ignore are refused and the output folder is
+    checked (and made unique) before any work."""
+    if argv is not None:
+        check_options_used(args, argv)
     args.out = options.output_dir(args.out, f"train-{args.model}")
     if args.task == "classification":
         run(args, argv=argv)

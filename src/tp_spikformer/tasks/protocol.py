@@ -38,7 +38,9 @@ class TaskSpec:
     * ``load_dataset(name, *, root, split, model, limit) -> dataset`` and ``dataset_names``: the datasets
       the command line offers for the task (``--dataset``, ``--data-root``, ``--split``).
     * ``train(model, args) -> metrics``: ``tp-spikformer train --task <name>`` with the parsed options;
-      ``train_defaults``: the task's recipe for the options a user did not give (epochs, batch size, ...).
+      ``train_defaults``: the task's recipe for the options a user did not give (epochs, batch size, ...);
+      ``train_options``: the option names (argparse ``dest``) its ``train`` reads beyond those every task
+      trainer reads (``tp_spikformer.train.TASK_TRAIN_COMMON``); ``train`` refuses any other option given.
     * ``calibration_inputs(model, dataset, indices) -> (inputs, labels or None)``: the tensors the
       keep-schedule search runs the model on (the items ``indices``, normalised, at the model's input
       size; the caller draws them, e.g. ``calibrate.samples.pick_indices``); ``calibration_objective``:
@@ -55,6 +57,7 @@ class TaskSpec:
     dataset_names: Sequence[str] = ()
     train: Callable[..., dict[str, Any]] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    train_options: frozenset[str] = frozenset()
     calibration_inputs: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
     calibration_objective: str | None = None
 

@@ -213,7 +213,7 @@ def validate(args: argparse.Namespace) -> None:
 def build_model(args: argparse.Namespace, model: nn.Module | None):
     """The model (from ``--model``, weights from ``--pretrained`` / ``--checkpoint``) and its TP state."""
     from ..models import create_model, load_checkpoint, load_classifier_weights
-    from ..options import parse_overrides
+    from ..options import parse_overrides, tp_options
     from ..pruning import apply_tp
 
     if model is None:
@@ -224,7 +224,9 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
             **parse_overrides(args.set),
         )
         if args.checkpoint:
-            load_checkpoint(model, args.checkpoint, trusted=args.trust_checkpoint)
+            load_checkpoint(
+                model, args.checkpoint, use_ema=getattr(args, "use_ema", False), trusted=args.trust_checkpoint
+            )
         if getattr(args, "init_from", None):
             load_classifier_weights(model, args.init_from, trusted=args.trust_checkpoint)
     tp_state = None
@@ -234,8 +236,7 @@ def build_model(args: argparse.Namespace, model: nn.Module | None):
             model,
             keep=args.keep if args.keep is not None else "official",
             **scorer,
-            window=args.window,
-            mode=args.mode,
+            **tp_options(args),
         )
     return model, tp_state
 

@@ -140,6 +140,18 @@ SPEC = register_task(
         dataset_names=DATASETS,
         train=train,
         train_defaults=TRAIN_DEFAULTS,
+        train_options=frozenset(
+            {
+                "clip_grad",
+                "hflip",
+                "min_lr",
+                "resume",
+                "scale_jitter",
+                "test_dataset",
+                "test_limit",
+                "warmup_steps",
+            }
+        ),
         calibration_inputs=calibration_inputs,
         calibration_objective="features",
     )

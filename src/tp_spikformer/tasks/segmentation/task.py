@@ -132,6 +132,9 @@ SPEC = register_task(
         dataset_names=DATASETS,
         train=train,
         train_defaults=TRAIN_DEFAULTS,
+        train_options=frozenset(
+            {"crop_size", "head_lr_mult", "hflip", "resume", "test_dataset", "test_limit", "warmup_steps"}
+        ),
         calibration_inputs=calibration_inputs,
         calibration_objective="accuracy",
     )

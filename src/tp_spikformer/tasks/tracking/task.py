@@ -126,5 +126,6 @@ SPEC = register_task(
         dataset_names=DATASETS,
         train=train,
         train_defaults=TRAIN_DEFAULTS,
+        train_options=frozenset({"backbone_lr_mult", "clip_grad", "samples_per_epoch"}),
     )
 )
