@@ -281,6 +281,20 @@ def test_cli_calibrate_errors_exit_2(tmp_path, capsys):
     assert "0 < budget <= 1" in capsys.readouterr().err
     assert main([*base, "--budget", "0.5", "--keep", "0.5"]) == 2
     assert "--keep is not used" in capsys.readouterr().err
+    # options the search would not read are refused, not dropped
+    assert (
+        main([*base, "--budget", "0.5", "--scorer", "paper", "--search-scorers", "official", "random"]) == 2
+    )
+    assert "--scorer and --search-scorers exclude each other" in capsys.readouterr().err
+    assert main([*base, "--budget", "0.5", "--latency-repeats", "3"]) == 2
+    assert "--latency-repeats does nothing without --metric latency" in capsys.readouterr().err
+
+
+def test_cli_calibrate_does_not_take_the_shipped_test_slice_for_training_images(tmp_path, capsys):
+    argv = ["calibrate", "--model", "sdt_tiny", "--budget", "0.5", "--out", str(tmp_path)]
+    assert main(argv) == 2  # default --dataset shipped, default --split train
+    err = capsys.readouterr().err
+    assert "Fashion-MNIST test split" in err and "--split test" in err and "--dataset fashion_mnist" in err
 
 
 # -- objectives and inputs --------------------------------------------------------------------------------

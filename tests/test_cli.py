@@ -184,6 +184,25 @@ def test_scorers_command_lists_every_scorer_with_a_line(capsys):
         ),
         (["visualize", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--indices", "9"], "out of range"),
         (["models", "zzz*"], "no model matches"),
+        # options the run would not read are refused, not dropped
+        (["eval", "--model", "sdt_tiny", "--use-ema"], "--use-ema does nothing without --checkpoint"),
+        (["bench", "--model", "sdt_tiny", "--trust-checkpoint"], "--trust-checkpoint does nothing"),
+        (["visualize", "--model", "sdt_tiny", "--use-ema"], "without --checkpoint"),
+        (
+            ["eval", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--frames", "2"],
+            "cifar10dvs and dvs128",
+        ),
+        (["eval", "--model", "sdt_tiny", "--split", "train"], "--split test"),
+        (["eval", "--model", "sdt_tiny", "--data-root", "x"], "reads no folder"),
+        (["sweep", "--model", "sdt_tiny", "--dataset", "synthetic:8", "--data-root", "x"], "reads no folder"),
+        (["eval", "--model", "sdt_tiny", "--dataset", "npz:x.npz", "--split", "train"], "no splits"),
+        (["eval", "--model", "sdt_tiny", "--energy-batches", "0", "--e-mac", "3"], "--energy-batches 0"),
+        (["sweep", "--model", "sdt_tiny", "--no-speed", "--repeats", "2"], "with --no-speed"),
+        (["visualize", "--model", "sdt_tiny", "--image", "a.png", "--indices", "1"], "with --image"),
+        (
+            ["visualize", "--model", "sdt_tiny", "--image", "a.png", "--dataset", "x"],
+            "--dataset does nothing",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
@@ -197,6 +216,31 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "nope"],
+        ["sweep", "--model", "nope"],
+        ["bench", "--model", "nope"],
+        ["calibrate", "--model", "nope", "--budget", "0.5"],
+        ["visualize", "--model", "nope"],
+        ["demo"],
+    ],
+)
+def test_threads_0_divides_the_cores_among_local_processes(argv, monkeypatch, tmp_path):
+    import torch
+
+    import tp_spikformer.demo
+    import tp_spikformer.runtime
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(tp_spikformer.runtime, "available_cpus", lambda: 3)
+    monkeypatch.setattr(tp_spikformer.demo, "run_demo", lambda **kw: 0)
+    main([*argv, "--threads", "0", "--out", str(tmp_path)])
+    assert calls == [3]
 
 
 def test_argparse_errors_exit_2(capsys):

@@ -20,6 +20,8 @@ SPEED = [
     "--no-progress",
 ]
 
+TRACKING_SPEED = ["--energy-batches", "1", "--batch-size", "2", "--no-progress"]  # its loop measures fps
+
 
 @pytest.mark.slow
 def test_eval_segmentation_writes_prediction_pngs_per_variant(tmp_path):
@@ -91,7 +93,7 @@ def test_eval_tracking_writes_result_files_per_sequence(tmp_path):
                 "synthetic:2",
                 "--keep",
                 "0.5",
-                *SPEED,
+                *TRACKING_SPEED,
                 "--out",
                 str(tmp_path),
             ]
@@ -135,6 +137,108 @@ def test_eval_tracking_writes_result_files_per_sequence(tmp_path):
             "does not use --amp, --resume",
         ),
         (["train", "--model", "sdt_tiny", "--crop-size", "16"], "--crop-size: only the --task"),
+        # options the run would not read are refused, not dropped
+        (
+            [
+                "eval",
+                "--task",
+                "segmentation",
+                "--model",
+                "sdt_v3_tiny_semfpn",
+                "--dataset",
+                "scenes:2",
+                "--frames",
+                "2",
+            ],
+            "--frames does nothing with --task segmentation",
+        ),
+        (
+            [
+                "eval",
+                "--task",
+                "detection",
+                "--model",
+                "sdt_v3_tiny_fcos",
+                "--dataset",
+                "scenes:2",
+                "--split",
+                "bogus",
+            ],
+            "no split 'bogus'; choose a training split",
+        ),
+        (
+            [
+                "eval",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--dataset",
+                "synthetic:1",
+                "--split",
+                "train",
+            ],
+            "has only the split test",
+        ),
+        (
+            [
+                "eval",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--dataset",
+                "synthetic:1",
+                "--data-root",
+                "x",
+            ],
+            "reads no folder",
+        ),
+        (
+            [
+                "eval",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--dataset",
+                "synthetic:1",
+                "--no-speed",
+            ],
+            "--no-speed does nothing with --task tracking",
+        ),
+        (
+            [
+                "sweep",
+                "--task",
+                "tracking",
+                "--model",
+                "sdtrack_tiny_test",
+                "--repeats",
+                "2",
+                "--speed-batch-size",
+                "2",
+            ],
+            "--speed-batch-size, --repeats do nothing with --task tracking",
+        ),
+        (  # --limit bounds the scenes calibrate draws from
+            [
+                "calibrate",
+                "--task",
+                "segmentation",
+                "--model",
+                "sdt_v3_tiny_semfpn",
+                "--dataset",
+                "scenes:8",
+                "--limit",
+                "2",
+                "--calibration-size",
+                "4",
+                "--budget",
+                "0.9",
+            ],
+            "calibration_size=4 but the data has only 2 samples",
+        ),
     ],
 )
 def test_task_commands_refuse_bad_input(argv, message, capsys, tmp_path):
@@ -312,3 +416,26 @@ def test_cli_calibrate_refuses_tracking_and_a_model_of_another_task(tmp_path, ca
         == 2
     )
     assert "is a classification model" in capsys.readouterr().err
+
+
+def test_validation_scenes_take_their_objects_from_data_root(tmp_path):
+    """--data-root applies to validation scenes too: objects from the Fashion-MNIST test split there."""
+    import numpy as np
+
+    from tp_spikformer.api import task_spec
+    from tp_spikformer.data import write_idx
+    from tp_spikformer.data.mnist import IDX_FILES
+    from tp_spikformer.models import create_model
+
+    images = np.zeros((20, 28, 28), np.uint8)
+    images[:, 6:22, 6:22] = 200
+    write_idx(tmp_path / IDX_FILES["test"][0], images)
+    write_idx(tmp_path / IDX_FILES["test"][1], (np.arange(20) % 10).astype(np.uint8))
+    model = create_model("sdt_v3_tiny_semfpn")
+    for split in ("validation", "test"):
+        data = task_spec("segmentation").load_dataset(
+            "scenes:2", root=str(tmp_path), split=split, model=model
+        )
+        assert data.objects.source == f"{tmp_path} (test)" and len(data.objects) == 20
+    shipped = task_spec("segmentation").load_dataset("scenes:2", root=None, split="validation", model=model)
+    assert shipped.objects.source.startswith("shipped")

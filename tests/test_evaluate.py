@@ -217,3 +217,21 @@ def test_package_data_stays_under_the_40_mb_project_limit():
     assets = os.path.dirname(os.path.dirname(asset_path(FMNIST_SLICE)))  # .../tp_spikformer/assets
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(assets) for f in files)
     assert total <= 40 * 2**20, f"assets hold {total / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--window", "3"], "--window does nothing without --keep or --scorer"),
+        (["--mode", "drop", "--cumulative"], "--mode, --cumulative do nothing without --keep"),
+        (["--use-ema"], "--use-ema does nothing without --checkpoint"),
+        (["--frames", "4"], "--frames does nothing"),
+    ],
+)
+def test_entry_point_refuses_options_it_would_not_read(extra, message, tmp_path, capsys):
+    from tp_spikformer.evaluate import main
+
+    argv = ["--model", "sdt_tiny", "--dataset", "synthetic:8", "--limit", "4", "--out", str(tmp_path)]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -60,6 +60,65 @@ def _load_data(args, model):
     )
 
 
+def _refuse_unused(args) -> None:
+    """Refuse the options this run would not read (eval, sweep, bench, calibrate, visualize), before any
+    work: what is given is applied or refused, never dropped."""
+    p = args.parser
+    options.check_model_args(args, p)
+    if args.command == "bench":
+        return
+    if getattr(args, "image", None):
+        options.refuse_unused(
+            args,
+            p,
+            ["dataset", "data_root", "split", "limit", "frames", "indices"],
+            "with --image (the images are the files given); leave {them} out, or drop --image to draw "
+            "dataset samples",
+        )
+        return
+    options.check_data_args(args, p, getattr(args, "task", "classification"))
+    if args.command in ("eval", "sweep"):
+        _refuse_unused_measurements(args, p)
+    elif args.command == "calibrate":
+        if args.search_scorers and args.scorer is not None:
+            raise UsageError(
+                "--scorer and --search-scorers exclude each other (--search-scorers searches among the "
+                "scorers it lists); put the --scorer one in that list, or drop --search-scorers"
+            )
+        if args.metric != "latency":
+            options.refuse_unused(
+                args, p, ["latency_repeats"], "without --metric latency (only latency is timed); leave it out"
+            )
+
+
+def _refuse_unused_measurements(args, p: argparse.ArgumentParser) -> None:
+    """eval/sweep: speed options without a benchmark, energy options without an energy count."""
+    from .api import task_spec
+
+    if task_spec(args.task).timed_by_evaluate:
+        options.refuse_unused(
+            args,
+            p,
+            ["no_speed", "speed_batch_size", "repeats"],
+            f"with --task {args.task}: its own loop measures the frames per second; leave {{them}} out",
+        )
+    elif args.no_speed:
+        options.refuse_unused(
+            args,
+            p,
+            ["speed_batch_size", "repeats"],
+            "with --no-speed (no throughput benchmark runs); drop --no-speed or leave {them} out",
+        )
+    if args.energy_batches == 0:
+        options.refuse_unused(
+            args,
+            p,
+            ["energy_preset", "e_mac", "e_ac", "first_layer", "integer_inputs", "no_attention_products"],
+            "with --energy-batches 0 (no SOPs or energy are counted); give --energy-batches N or leave "
+            "{them} out",
+        )
+
+
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement")
     g.add_argument(
@@ -166,7 +225,7 @@ def _write_config(out: str, args, model=None, extra: dict | None = None) -> str:
 
     resolved = {
         "command": args.command,
-        "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "argv", "parser")},
         "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -241,6 +300,7 @@ def _run_comparison(args, stem: str, run, plots: bool = False) -> int:
     """Check the output folder, load model and data, run ``run(model, data, kwargs)``, write the files."""
     from .api import save_sweep_plots
 
+    _refuse_unused(args)
     out = options.output_dir(args.out, args.command)
     model = _load_model(args)
     data = _load_data(args, model)
@@ -285,6 +345,7 @@ def _cmd_bench(args) -> int:
     from .api import bench
     from .runtime import resolve_device
 
+    _refuse_unused(args)
     out = options.output_dir(args.out, "bench")
     model = _load_model(args)
     result = bench(
@@ -331,6 +392,7 @@ def _cmd_calibrate(args) -> int:
             "calibrate searches the keep schedule, so --keep is not used; give --budget (a fraction of "
             "the dense model's cost) and apply the result with --keep <out>/schedule.json"
         )
+    _refuse_unused(args)
     spec = None
     if args.task != "classification":
         from .api import task_spec
@@ -350,7 +412,8 @@ def _cmd_calibrate(args) -> int:
         # a task model takes normalised (letterboxed) tensors: the task prepares the drawn images
         from .calibrate.samples import pick_indices
 
-        data = spec.calibration_inputs(model, data, pick_indices(len(data), size, args.seed))
+        n = len(data) if args.limit is None else min(args.limit, len(data))  # --limit: the first n
+        data = spec.calibration_inputs(model, data, pick_indices(n, size, args.seed))
         objective, size = args.objective or spec.calibration_objective, None
     result = calibrate(
         model,
@@ -381,6 +444,7 @@ def _cmd_calibrate(args) -> int:
 def _cmd_visualize(args) -> int:
     from .api import visualize
 
+    _refuse_unused(args)
     out = options.output_dir(args.out, "visualize")
     model = _load_model(args)
     if args.image:
@@ -525,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
             options.add_data_args(e),
         )
         _add_measure_args(e), options.add_output_args(e, name), options.add_runtime_args(e, optimize=True)
-        e.set_defaults(func=func)
+        e.set_defaults(func=func, parser=e)
 
     b = sub.add_parser("bench", help="latency/throughput/memory, dense and pruned interleaved")
     options.add_model_args(b), options.add_tp_args(b, multi=True)
@@ -533,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=options.positive_int, default=10)
     b.add_argument("--warmup", type=options.non_negative_int, default=2)
     options.add_output_args(b, "bench"), options.add_runtime_args(b, optimize=True)
-    b.set_defaults(func=_cmd_bench, keeps=["official"], scorers=["official"])
+    b.set_defaults(func=_cmd_bench, keeps=["official"], scorers=["official"], parser=b)
 
     c = sub.add_parser(
         "calibrate",
@@ -546,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_data_args(c, split="train")
     _add_calibrate_args(c)
     options.add_output_args(c, "calibrate"), options.add_runtime_args(c)
-    c.set_defaults(func=_cmd_calibrate)
+    c.set_defaults(func=_cmd_calibrate, parser=c)
 
     v = sub.add_parser(
         "visualize", help="kept-token masks per block and the token-depth map over the input (PNG)"
@@ -561,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--image", nargs="+", default=None, help="image files instead of dataset samples")
     options.add_output_args(v, "visualize"), options.add_runtime_args(v, optimize=True)
-    v.set_defaults(func=_cmd_visualize)
+    v.set_defaults(func=_cmd_visualize, parser=v)
 
     for name in ("train", "finetune"):
         t = sub.add_parser(
@@ -575,7 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run)")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument(
-        "--threads", type=options.non_negative_int, default=None, help="torch CPU threads (default: torch's)"
+        "--threads",
+        type=options.non_negative_int,
+        default=None,
+        help="torch CPU threads (0: the cores divided among local processes; default: torch's)",
     )
     d.set_defaults(func=_cmd_demo)
 
@@ -639,8 +706,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
 
     def run() -> int:
-        if getattr(args, "threads", None):
-            torch.set_num_threads(args.threads)
+        threads = getattr(args, "threads", None)
+        if threads is not None and args.command not in ("train", "finetune"):  # training sets its own
+            from .runtime import set_threads  # 0: the cores divided among local processes
+
+            set_threads(threads)
         return args.func(args)
 
     return options.run_main(run, f"{PROG} {args.command}")

@@ -316,17 +316,29 @@ def build_parser() -> argparse.ArgumentParser:
         "under torchrun (each sample counted once).",
     )
     add_arguments(p)
+    p.set_defaults(parser=p)
     return p
 
 
 def run_args(args: argparse.Namespace) -> int:
-    """Evaluate parsed arguments; rank 0 prints the result and writes ``<out>/results.json``."""
+    """Evaluate arguments parsed by :func:`build_parser` (options it would not read are refused); rank 0
+    prints the result and writes ``<out>/results.json``."""
     from . import options, runtime
     from .data import load_dataset
     from .jsonio import dumps, write_json
     from .models import create_model, load_checkpoint
     from .pruning import apply_tp
 
+    parser = args.parser
+    options.check_model_args(args, parser)
+    options.check_data_args(args, parser)
+    if args.keep is None and args.scorer is None:
+        options.refuse_unused(
+            args,
+            parser,
+            ["window", "mode", "cumulative", "gather_order"],
+            "without --keep or --scorer (no token pruning runs); give --keep or leave {them} out",
+        )
     info = runtime.setup_distributed(args.device)
     try:
         runtime.set_threads(args.threads, info)

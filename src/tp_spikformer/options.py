@@ -7,6 +7,7 @@ Groups: model (``--model --checkpoint --pretrained --use-ema --trust-checkpoint 
 --official-arithmetic``), data (``--dataset --data-root --split --limit --frames --batch-size``), TP
 (``--keep --scorer --window --mode --cumulative --gather-order``), output (``--out --no-progress``) and
 runtime (``--device --threads``, and ``--optimize`` for the commands that run models for inference).
+An option a run would not read is refused (:func:`refuse_unused`), never dropped.
 Spellings of earlier releases (``--data``, ``--tp-keep``, ``--tp-scorer``, ``--tp-window``, ``--tp-mode``,
 ``--output``, ``--test-data``) are accepted as hidden aliases.
 """
@@ -264,6 +265,64 @@ def maybe_optimize(model, args: argparse.Namespace):
     optimize(model, compile=mode == "compile")
     print(optimization_report(model).summary(), file=sys.stderr)
     return model
+
+
+# -- options that would do nothing ---------------------------------------------------------------------------
+
+
+def flag(dest: str) -> str:
+    """The command-line spelling of an option's ``dest`` (``use_ema`` -> ``--use-ema``)."""
+    return "--" + dest.replace("_", "-")
+
+
+def refuse_unused(args: argparse.Namespace, parser: argparse.ArgumentParser, dests, reason: str) -> None:
+    """Refuse the options ``dests`` that were given (parsed value differs from ``parser``'s default): the run
+    would not read them. ``reason`` follows "--x does nothing", e.g. "without --checkpoint; leave {them}
+    out" (``{them}``: "it" or "them")."""
+    given = [flag(d) for d in dests if getattr(args, d, None) != _default(parser, d)]
+    if given:
+        verb, them = ("does", "it") if len(given) == 1 else ("do", "them")
+        raise UsageError(f"{', '.join(given)} {verb} nothing {reason.replace('{them}', them)}")
+
+
+def _default(parser: argparse.ArgumentParser, dest: str) -> Any:
+    default = parser.get_default(dest)  # a hidden alias's SUPPRESS stands for its option's None
+    return None if default == argparse.SUPPRESS else default
+
+
+def check_model_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--use-ema`` and ``--trust-checkpoint`` need ``--checkpoint``."""
+    if not args.checkpoint:
+        refuse_unused(
+            args,
+            parser,
+            ["use_ema", "trust_checkpoint"],
+            "without --checkpoint (they say how to read it); give --checkpoint FILE or leave {them} out",
+        )
+
+
+def check_data_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, task: str = "classification"
+) -> None:
+    """``--frames`` only for the event datasets; no ``--split`` for an ``npz:<path>`` file (one set)."""
+    from .data.catalog import EVENT_DATASETS
+
+    if task != "classification" or args.dataset not in EVENT_DATASETS:
+        where = f"--task {task}" if task != "classification" else f"--dataset {args.dataset}"
+        refuse_unused(
+            args,
+            parser,
+            ["frames"],
+            f"with {where}: it sets the frames T of the event datasets {' and '.join(EVENT_DATASETS)} "
+            "(classification); leave it out (the model's own time steps: --set T=N)",
+        )
+    if task == "classification" and args.dataset.startswith("npz:"):
+        refuse_unused(
+            args,
+            parser,
+            ["split"],
+            "with --dataset npz:<path>: the file is one set of images, with no splits; leave it out",
+        )
 
 
 def tp_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,6 +33,7 @@ NAMES = (
     "scenes[:<n>]",
 )
 SHIPPED_SLICE = "fashion_mnist/fashion_mnist_test_2000.npz"
+EVENT_DATASETS = ("cifar10dvs", "dvs128_gesture")
 
 
 def shipped_path(relative: str) -> str:
@@ -70,8 +71,9 @@ def load_dataset(
     """The dataset ``name`` preprocessed for ``data_cfg`` (a model's ``DataConfig``, or a model).
 
     ``root`` is the dataset folder (Fashion-MNIST defaults to the Debian package's
-    ``/usr/share/datasets/fashion-mnist``); ``T`` the number of frames for event datasets (default: the
-    model's); ``limit`` keeps the first ``limit`` samples.
+    ``/usr/share/datasets/fashion-mnist``; ``shipped``, ``npz:<path>`` and ``synthetic`` take none); ``T``
+    the number of frames for event datasets (default: the model's; other datasets refuse it); ``limit``
+    keeps the first ``limit`` samples. ``shipped`` is a test slice: it refuses any other ``split``.
     """
     from . import CIFAR10, CIFAR10DVS, CIFAR100, MNIST, DVS128Gesture, FashionMNIST, ImageFolder
     from .presets import build_eval_transform
@@ -81,7 +83,18 @@ def load_dataset(
         raise UsageError(
             f"this model takes event frames; use the dataset cifar10dvs or dvs128_gesture, not {name!r}"
         )
-    if name in ("cifar10dvs", "dvs128_gesture"):
+    if T is not None and name not in EVENT_DATASETS:
+        raise UsageError(
+            f"T (command line: --frames) sets the frames of the event datasets "
+            f"{' and '.join(EVENT_DATASETS)}; dataset {name!r} does not read it (the model's own time "
+            "steps: --set T=N)"
+        )
+    if root is not None and (name == "shipped" or name.startswith(("npz:", "synthetic"))):
+        raise UsageError(
+            f"dataset {name!r} reads no folder (it is packaged, a file or generated); leave out root= "
+            "(command line: --data-root)"
+        )
+    if name in EVENT_DATASETS:
         if root is None:
             raise UsageError(
                 f"dataset {name} needs its root folder with the event files (root=...; command line: --data-root)"
@@ -115,6 +128,12 @@ def load_dataset(
             )
         ds = (CIFAR10 if name == "cifar10" else CIFAR100)(root, split)
     elif name == "shipped":
+        if split != "test":
+            raise UsageError(
+                f"dataset shipped is a slice of the Fashion-MNIST test split, not a {split!r} split: pass "
+                "split='test' (command line: --split test) to use it knowingly, or the dataset fashion_mnist "
+                "with the IDX files' folder (--dataset fashion_mnist --data-root DIR) for training images"
+            )
         ds = InMemoryImages.from_npz(shipped_path(SHIPPED_SLICE))
     elif name.startswith("npz:"):
         ds = InMemoryImages.from_npz(name[4:])

@@ -29,18 +29,24 @@ def scene_config(model: Any, split: str):
 
 
 TRAIN_SPLITS = ("train", "training")
+VALIDATION_SPLITS = ("test", "val", "validation")
 
 
 def scene_set(model: Any, name: str, split: str, mode: str, root: str | None = None, default: int = 500):
     """The dataset ``scenes[:<n>]`` of a task (``default`` scenes without n): training scenes for a train
-    split (e.g. calibration never sees the validation scenes), validation scenes otherwise; None when
-    ``name`` is not a scene set."""
+    split (e.g. calibration never sees the validation scenes), validation scenes for a validation split
+    (:data:`VALIDATION_SPLITS`); None when ``name`` is not a scene set."""
     n = scene_count(name, default)
     if n is None:
         return None
     if split in TRAIN_SPLITS:
         return training_scenes(model, n, mode, root=root)
-    return validation_scenes(model, n, mode)
+    if split in VALIDATION_SPLITS:
+        return validation_scenes(model, n, mode, root=root)
+    raise UsageError(
+        f"dataset {name!r} has no split {split!r}; choose a training split {TRAIN_SPLITS} or a "
+        f"validation split {VALIDATION_SPLITS} (command line: --split)"
+    )
 
 
 def training_scenes(model: Any, n: int, mode: str, root: str | None = None):
@@ -51,11 +57,13 @@ def training_scenes(model: Any, n: int, mode: str, root: str | None = None):
     return SceneDataset(scene_config(model, "train"), n, mode=mode, root=root, cache=True)
 
 
-def validation_scenes(model: Any, n: int, mode: str):
-    """``n`` validation scenes of ``model`` (:func:`scene_config`), objects from the shipped test slice."""
+def validation_scenes(model: Any, n: int, mode: str, root: str | None = None):
+    """``n`` validation scenes of ``model`` (:func:`scene_config`), objects from the Fashion-MNIST test split:
+    the IDX files under ``root``, or without it the shipped test slice."""
     from ..data.scenes import SceneDataset
 
-    return SceneDataset(scene_config(model, "test"), n, mode=mode, source="shipped")
+    source = None if root is not None else "shipped"
+    return SceneDataset(scene_config(model, "test"), n, mode=mode, root=root, source=source)
 
 
 def init_backbone_from(model: Any, checkpoint: Any) -> dict[str, Any]:

@@ -66,9 +66,9 @@ DATASETS = ("coco", "scenes[:<n>]")
 def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
     """``coco``: ``<root>/annotations/instances_<split>.json`` + ``<root>/<split>/`` (any COCO-format set,
     e.g. written by ``tp-spikformer make-scenes``); ``scenes[:<n>]``: n (default 500) validation scenes of the
-    model's input size generated on the fly (objects from the shipped Fashion-MNIST slice; with split
-    ``train``/``training``: training scenes, objects from the Fashion-MNIST train split under ``root`` or
-    Debian's folder)."""
+    model's input size generated on the fly (objects from the Fashion-MNIST test split under ``root``, or
+    the shipped slice without it; with split ``train``/``training``: training scenes, objects from the
+    Fashion-MNIST train split under ``root`` or Debian's folder)."""
     from ...data import CocoDetection
     from ...errors import UsageError
     from ..training_data import scene_set

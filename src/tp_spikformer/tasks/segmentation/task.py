@@ -34,8 +34,9 @@ def evaluate(model, dataset, *, batch_size: int, device, limit, out_dir=None) ->
 def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
     """``ade20k``: an ADE20K-layout folder ``<root>/images/<split>/*.jpg`` + ``<root>/annotations/<split>/*.png``
     (e.g. written by ``tp-spikformer make-scenes``), with the configuration's ``reduce_zero_label`` and test
-    resize (``extra``); ``scenes[:<n>]``: n (default 500) validation scenes of the model's input size
-    generated on the fly (objects from the shipped Fashion-MNIST slice)."""
+    resize (``extra``); ``scenes[:<n>]``: n (default 500) scenes of the model's input size generated on the
+    fly (:func:`~tp_spikformer.tasks.training_data.scene_set`: validation scenes, objects from the
+    Fashion-MNIST test split under ``root`` or the shipped slice; training scenes for a train split)."""
     from ...data.segmentation import ADE20KDataset, SegmentationEvalTransform
     from ...errors import UsageError
     from ..training_data import scene_set

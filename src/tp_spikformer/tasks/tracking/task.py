@@ -53,7 +53,8 @@ DATASETS = ("fe108", "visevent", "felt", "synthetic[:<n>]")
 
 def load_dataset(name: str, *, root: str | None, split: str, model, limit: int | None = None):
     """``fe108`` / ``visevent`` / ``felt``: the real layouts under ``root``; ``synthetic[:<n>]``: n (default
-    20) test sequences generated into a temporary folder (objects from the shipped Fashion-MNIST slice)."""
+    20) test sequences generated into a temporary folder (objects from the shipped Fashion-MNIST slice; no
+    ``root``, split ``test`` only)."""
     import tempfile
 
     from ...data.tracking import TrackingDataset
@@ -69,6 +70,12 @@ def load_dataset(name: str, *, root: str | None, split: str, model, limit: int |
         n = name.partition(":")[2]
         if n and not (n.isdigit() and int(n) >= 1):
             raise UsageError(f"dataset {name!r}: synthetic:<n> needs n >= 1")
+        if root is not None or split != "test":
+            raise UsageError(
+                f"dataset {name!r} generates test sequences from the shipped slice: it reads no folder "
+                "(--data-root) and has only the split test (--split); for other sequences write them with "
+                "`tp-spikformer make-tracking --out DIR` and use --dataset fe108 --data-root DIR --split ..."
+            )
         root = tempfile.mkdtemp(prefix="tp-spikformer-tracking-")
         make_tracking_dataset(root, train=0, test=int(n or 20), source="shipped")
         return TrackingDataset(root, "fe108", "test")
