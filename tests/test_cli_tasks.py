@@ -439,3 +439,40 @@ def test_validation_scenes_take_their_objects_from_data_root(tmp_path):
         assert data.objects.source == f"{tmp_path} (test)" and len(data.objects) == 20
     shipped = task_spec("segmentation").load_dataset("scenes:2", root=None, split="validation", model=model)
     assert shipped.objects.source.startswith("shipped")
+
+
+class _TrainerCalled(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "task, model, trainer",
+    [
+        ("segmentation", "sdt_v3_tiny_semfpn", "train_segmentation"),
+        ("detection", "sdt_v3_tiny_fcos", "train_detection"),
+        ("tracking", "sdtrack_tiny_test", "train_tracker"),
+    ],
+)
+def test_task_training_threads_0_divides_the_cores_like_the_other_commands(task, model, trainer, monkeypatch):
+    """``--threads 0`` is "automatic" (the usable cores among the local processes) for the task trainers too,
+    not torch's own default."""
+    import importlib
+
+    import tp_spikformer.runtime
+
+    engine = importlib.import_module(f"tp_spikformer.tasks.{task}.engine")
+
+    def fake_trainer(*args, **kwargs):
+        raise _TrainerCalled(kwargs["threads"])
+
+    monkeypatch.setattr(engine, trainer, fake_trainer)
+    monkeypatch.setattr(tp_spikformer.runtime, "available_cpus", lambda: 3)
+    data = []
+    if task == "tracking":  # no sequences are read: the trainer is replaced
+        import tp_spikformer.data.tracking
+
+        monkeypatch.setattr(tp_spikformer.data.tracking, "TrackingDataset", lambda *args: None)
+        data = ["--data-root", "unused"]
+    with pytest.raises(_TrainerCalled) as called:
+        main(["train", "--task", task, "--model", model, *data, "--threads", "0", "--epochs", "1"])
+    assert called.value.args == (3,)

@@ -107,12 +107,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def set_threads(threads: int | None, info: DistInfo | None = None) -> int:
-    """``torch.set_num_threads``: ``threads`` if > 0; 0 or None: the usable cores divided among the processes
-    of this node (at least 1), so that torchrun workers do not oversubscribe a shared machine."""
+def thread_count(threads: int | None, info: DistInfo | None = None) -> int:
+    """The CPU threads ``--threads`` asks for: ``threads`` if > 0; 0 or None: the usable cores divided among
+    the processes of this node (at least 1), so that torchrun workers do not oversubscribe a shared machine."""
     threads = 0 if threads is None else check_int("--threads", threads, minimum=0, hint=" (0: automatic)")
     local_world = info.local_world if info is not None else 1
-    n = threads if threads > 0 else max(1, available_cpus() // max(1, local_world))
+    return threads if threads > 0 else max(1, available_cpus() // max(1, local_world))
+
+
+def set_threads(threads: int | None, info: DistInfo | None = None) -> int:
+    """``torch.set_num_threads(thread_count(threads, info))``; returns the count."""
+    n = thread_count(threads, info)
     torch.set_num_threads(n)
     return n
 
