@@ -14,8 +14,9 @@ one forward of the optimized model; each distinct shape timed once and weighted 
   of it can beat here;
 
 and the whole-model speed-ups they imply over the optimized forward (``forward_ms``, median thread time):
-``forward / (forward - direct + winograd)``. Errors: max |difference| to a float64 convolution, Winograd
-and direct, float32, on spike inputs of the layer's own firing.
+``forward / (forward - direct + winograd)``, the same with Winograd only on the shapes where it beat the
+direct convolution (``..._where_faster``), and with free transforms. Errors: max |difference| to a float64
+convolution, Winograd and direct, float32, on spike inputs of the layer's own firing.
 
 Usage: python benchmarks/winograd_probe.py [--models sdt_v3_l ...] [--batch-size 1] [--threads 1]
        [--repeats 7] [--out file.json]
@@ -148,6 +149,18 @@ def probe_layer(layer: dict, repeats: int) -> dict:
     return row
 
 
+def matmul_rates(repeats: int, n: int = 2048) -> dict:
+    """GFLOP/s of an n x n x n matmul in float32 and bfloat16 on this thread: what bf16 arithmetic could
+    buy at best (it rounds the operands to 8 mantissa bits, so it moves threshold crossings; see the README)."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
+        with torch.inference_mode():
+            ms = median_ms(lambda a=a, b=b: torch.mm(a, b), repeats)
+        rates[f"matmul_{n}_{str(dtype).removeprefix('torch.')}_gflops"] = round(2 * n**3 / ms / 1e6, 1)
+    return rates
+
+
 def probe_model(name: str, batch_size: int, repeats: int) -> dict:
     model = create_model(name).eval()
     make_neurons_fire(model, seed=1)
@@ -161,6 +174,7 @@ def probe_model(name: str, batch_size: int, repeats: int) -> dict:
         return sum(r[key] * r["calls"] for r in rows)
 
     direct, wino, gemm = total("direct_ms"), total("winograd_ms"), total("winograd_gemm_ms")
+    best = sum(min(r["direct_ms"], r["winograd_ms"]) * r["calls"] for r in rows)
     return {
         "forward_ms": round(forward, 2),
         "conv3x3_calls": sum(r["calls"] for r in rows),
@@ -168,6 +182,7 @@ def probe_model(name: str, batch_size: int, repeats: int) -> dict:
         "winograd_ms": round(wino, 2),
         "winograd_gemm_ms": round(gemm, 2),
         "model_speedup_winograd": round(forward / (forward - direct + wino), 3),
+        "model_speedup_winograd_where_faster": round(forward / (forward - direct + best), 3),
         "model_speedup_free_transforms": round(forward / (forward - direct + gemm), 3),
         "max_err_direct": max((r["direct_max_err"] for r in rows), default=0.0),
         "max_err_winograd": max((r["winograd_max_err"] for r in rows), default=0.0),
@@ -197,6 +212,7 @@ def main(argv=None) -> int:
         "command": " ".join(
             ["python benchmarks/winograd_probe.py", *(argv if argv is not None else sys.argv[1:])]
         ),
+        "reference_rates": matmul_rates(args.repeats),
         "models": {},
     }
     for name in args.models:

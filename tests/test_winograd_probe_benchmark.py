@@ -36,3 +36,7 @@ def test_probe_runs_on_a_tiny_model(tmp_path):
     model = json.loads(out.read_text())["models"]["sdt_v3_tiny"]
     assert model["conv3x3_calls"] == sum(layer["calls"] for layer in model["layers"]) > 0
     assert model["max_err_winograd"] < 1e-3
+    speedups = [model[k] for k in ("model_speedup_winograd", "model_speedup_winograd_where_faster")]
+    assert speedups[1] >= speedups[0] and speedups[1] >= 1.0  # per shape never worse than either choice
+    rates = json.loads(out.read_text())["reference_rates"]
+    assert rates["matmul_2048_float32_gflops"] > 0 and rates["matmul_2048_bfloat16_gflops"] > 0
