@@ -14,6 +14,8 @@ What changes (each part documented in its module):
   ``torch.compile`` (CPU only; a plain fallback, with the reason kept in the report, where compiling fails).
   The LIF's spikes are bit-identical to ``layers.LIF``'s in float32 and float64.
 * **SDT-V3 attention** (``attention.py``): ``q (k^T v)`` instead of ``(q k^T) v`` where both are exact.
+* **The CPU allocator** (``allocator.py``, process-wide): glibc's malloc keeps freed memory for reuse, so
+  large activations stop costing page faults (for CPU models; ``cpu_allocator=False`` leaves it alone).
 
 How it is done, and what it means for you:
 
@@ -48,7 +50,7 @@ from torch import nn
 from ..errors import UsageError, UsageTypeError
 from ..models.base import SpikingTransformer
 from ..models.layers import LIF, MultiSpike, ParametricLIF
-from . import attention, fold, kernels, spiking
+from . import allocator, attention, fold, kernels, spiking
 from .kernels import KernelRuntime
 
 __all__ = ["OptimizeReport", "deoptimize", "is_optimized", "optimization_report", "optimize"]
@@ -69,6 +71,7 @@ class OptimizeReport:
     compile_requested: bool = False
     runtime: KernelRuntime = field(default_factory=KernelRuntime)
     trace_seconds: float = 0.0
+    cpu_allocator: str = "unchanged"  # what allocator.keep_freed_memory did, or why it was not asked
 
     @property
     def compiled(self) -> bool:
@@ -94,6 +97,7 @@ class OptimizeReport:
             "compile_seconds_per_kernel": dict(self.runtime.compile_seconds),
             "compile_error": self.runtime.error,
             "trace_seconds": round(self.trace_seconds, 3),
+            "cpu_allocator": self.cpu_allocator,
         }
 
     def summary(self) -> str:
@@ -109,6 +113,7 @@ class OptimizeReport:
             f"optimized: {n_bn} BatchNorms folded into {len(self.folded)} layers, {len(self.pointwise)} "
             f"pointwise convolutions as GEMMs, fused activations: {fused}; kernels {kernels_line}"
             + (f"; {len(self.attention)} attentions reordered" if self.attention else "")
+            + f"; CPU allocator: {self.cpu_allocator}"
         )
 
 
@@ -130,6 +135,7 @@ def optimize(
     fold_bn: bool = True,
     reorder_attention: bool = True,
     example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    cpu_allocator: bool = True,
 ) -> nn.Module:
     """Make ``model`` faster for inference, in place, and return it (see the module docstring).
 
@@ -144,6 +150,9 @@ def optimize(
             small random input of the model's own layout; needed for models that are not a
             ``SpikingTransformer`` and have no ``config`` or ``example_inputs()``). A tuple is passed as
             several positional inputs (a tracker's ``(template, search)``).
+        cpu_allocator: for a model on the CPU, make this process's malloc keep freed memory for reuse
+            (:func:`.allocator.keep_freed_memory`: process-wide, one-way, glibc only; the resident size then
+            stays near its peak). False: the allocator is left as it is.
 
     A second call re-optimizes from scratch. Raises ``UsageError`` for a model built with
     ``official_arithmetic=True`` (it exists to reproduce the official code's float32 arithmetic).
@@ -204,6 +213,12 @@ def optimize(
 
     if compile:
         _compile(model, runtime, activations)
+    if not cpu_allocator:
+        report.cpu_allocator = "unchanged (cpu_allocator=False)"
+    elif any(t.device.type != "cpu" for t in model.parameters()):
+        report.cpu_allocator = "unchanged (the model is not on the CPU)"
+    else:
+        report.cpu_allocator = allocator.keep_freed_memory().detail
     model.__dict__[_REPORT] = report
     _log.info("%s", report.summary())
     return model
