@@ -310,6 +310,7 @@ def run_task(args: argparse.Namespace, argv: list[str] | None) -> dict:
             model, keep=args.keep or "official", scorer=args.scorer or "official", **options.tp_options(args)
         )
     args.argv = argv
+    args.threads = runtime.thread_count(args.threads)  # --threads 0: automatic, as on every command
     return spec.train(model, args)
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ...runtime import thread_count
 from ..protocol import TaskSpec, register_task
 from .engine import _indices, evaluate_detection, preprocess_for
 from .preprocess import make_batch
@@ -122,7 +121,7 @@ def train(model, args) -> dict[str, Any]:
         scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
         clip_grad=args.clip_grad,
         device=args.device or "cpu",
-        threads=thread_count(args.threads),
+        threads=args.threads,
         seed=args.seed,
         out_dir=args.out,
         resume=args.resume is not None,

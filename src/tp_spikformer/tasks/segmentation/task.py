@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import UsageError
-from ...runtime import thread_count
 from ..protocol import TaskSpec, register_task
 from .evaluation import evaluate_segmentation
 from .inputs import input_normalization, normalize_images, sample_inputs, split_item
@@ -116,7 +115,7 @@ def train(model, args) -> dict[str, Any]:
         flip=args.hflip > 0,
         val_limit=args.test_limit,
         device=args.device or "cpu",
-        threads=thread_count(args.threads),
+        threads=args.threads,
         seed=args.seed,
         out_dir=args.out,
         resume=args.resume is not None,

@@ -11,7 +11,6 @@ import torch
 from ...data.event_repr import crop_around
 from ...errors import UsageError
 from ...measure.ops import ModelInputs
-from ...runtime import thread_count
 from ..protocol import TaskSpec, register_task
 from .engine import evaluate_tracking
 from .sampler import FrameSource
@@ -116,7 +115,7 @@ def train(model, args) -> dict[str, Any]:
         weight_decay=args.weight_decay,
         grad_clip=args.clip_grad if args.clip_grad is not None else 0.1,
         device=args.device,
-        threads=thread_count(args.threads),
+        threads=args.threads,
         out_dir=args.out,
         seed=args.seed,
     )
