@@ -16,7 +16,7 @@ import torch
 
 import tp_spikformer
 from tp_spikformer import create_model
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 from tp_spikformer.measure.benchmark import default_input
 from tp_spikformer.measure.ops import OpCounter
 from tp_spikformer.pruning import apply_tp
@@ -75,9 +75,7 @@ def main(argv=None) -> int:
     for name in args.models:
         result["models"][name] = run(name, args.batch_size, args.repeats, args.keep)
         print(f"[count_overhead] {name}: {result['models'][name]}", file=sys.stderr, flush=True)
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return 0
 
 

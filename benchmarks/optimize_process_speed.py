@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 
 DEFAULT_MODELS = ["sdt_v3_l", "sdt_8_512_imagenet", "qkformer_10_512_imagenet"]
 CONFIGS = ("plain", "plain_kept_memory", "optimized_no_allocator", "optimized")
@@ -218,9 +218,7 @@ def main(argv=None) -> int:
         ),
         "models": {name: [case(name, bs, args) for bs in args.batch_sizes] for name in args.models},
     }
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 from torch.profiler import profile
 
 from tp_spikformer import create_model
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 from tp_spikformer.measure import count_ops
 from tp_spikformer.measure.benchmark import default_input
 from tp_spikformer.measure.variants import make_neurons_fire
@@ -141,9 +141,7 @@ def main(argv=None) -> int:
             "bound_at_reference_peak": round(plain["self_cpu_ms"] / 1000.0 / (2 * macs / peak / 1e9), 3),
         }
         print(f"[profile_ops] {name} done", file=sys.stderr, flush=True)
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return 0
 
 

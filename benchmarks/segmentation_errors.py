@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tp_spikformer import apply_tp, create_model
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 from tp_spikformer.tasks.segmentation.evaluation import evaluate_segmentation, whole_inference
 from tp_spikformer.tasks.segmentation.inputs import input_normalization, normalize_images, split_item
 from tp_spikformer.tasks.training_data import training_scenes, validation_scenes
@@ -74,9 +74,7 @@ def main(argv=None) -> int:
             ["python benchmarks/segmentation_errors.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     }
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return 0
 
 

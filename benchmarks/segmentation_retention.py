@@ -36,7 +36,7 @@ from torch import nn
 from tp_spikformer import create_model
 from tp_spikformer.data.scenes import SceneConfig, SceneDataset
 from tp_spikformer.data.segmentation import ADE20KDataset, SegmentationEvalTransform
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 from tp_spikformer.measure import benchmark, make_variants, measure_energy
 from tp_spikformer.tasks.segmentation import evaluate_segmentation, sample_inputs
 
@@ -193,9 +193,7 @@ def main(argv=None) -> dict:
         "rows": rows,
         "benchmark": bench.to_dict(),
     }
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return result
 
 

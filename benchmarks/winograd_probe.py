@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tp_spikformer import create_model
-from tp_spikformer.jsonio import dumps, write_json
+from tp_spikformer.jsonio import print_and_write
 from tp_spikformer.measure.benchmark import default_input
 from tp_spikformer.measure.variants import make_neurons_fire
 from tp_spikformer.optimize import optimize
@@ -218,9 +218,7 @@ def main(argv=None) -> int:
     for name in args.models:
         result["models"][name] = probe_model(name, args.batch_size, args.repeats)
         print(f"[winograd_probe] {name} done", file=sys.stderr, flush=True)
-    print(dumps(result))
-    if args.out:
-        write_json(args.out, result)
+    print_and_write(result, args.out)
     return 0
 
 

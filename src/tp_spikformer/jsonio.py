@@ -46,3 +46,10 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> str
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+def print_and_write(obj: Any, path: str | os.PathLike | None) -> None:
+    """A benchmark's result: strict JSON on stdout, and to ``path`` (atomically) when one is given."""
+    print(dumps(obj))
+    if path:
+        write_json(path, obj)
